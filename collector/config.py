@@ -1,0 +1,293 @@
+"""The one YAML file an engineer writes: parsed, checked as a whole, explained field by field.
+
+``load_config`` either returns a ``PlantConfig`` or raises ``ConfigError``
+listing *every* problem as ``path.to[3].field: reason``, so a bad file is
+fixed in one pass and never half-starts the daemon.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+
+from collector.receivers import SourceConfig, source_kinds
+from collector.sources import ConfigPath, Secret, SourceBase, Strict, TagConfig
+from detectors import DETECTORS
+from detectors.base import DetectorParams
+
+DEFAULT_LISTEN = "127.0.0.1:9108"
+
+
+class ConfigError(Exception):
+    """A config that must not start the daemon; ``problems`` are (field path, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], file: Path | None = None) -> None:
+        self.problems = problems
+        self.file = file
+        where = f"{file}: " if file else ""
+        super().__init__(where + "; ".join(f"{p}: {r}" if p else r for p, r in problems))
+
+    def render(self) -> str:
+        head = f"{self.file}: {len(self.problems)} error(s)" if self.file else f"{len(self.problems)} error(s)"
+        return "\n".join([head, *(f"  {p}: {r}" if p else f"  {r}" for p, r in self.problems)])
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+class BasicAuth(Strict):
+    username: str
+    password: Secret
+
+
+class ExporterConfig(Strict):
+    listen: str = Field(default=DEFAULT_LISTEN, description="host:port of /metrics; loopback unless you say so.")
+    per_tag_values: bool = Field(default=True, description="Export each tag's value and quality.")
+    basic_auth: BasicAuth | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, for example 127.0.0.1:9108")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host != "localhost":
+                raise ValueError("host must be an IP address or localhost") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class PipelineConfig(Strict):
+    tick_s: Annotated[float, Field(gt=0, le=3600, description="Width of one frame in seconds.")] = 1.0
+    queue_capacity: Annotated[int, Field(ge=16, description="Samples the queue holds before it drops.")] = 200_000
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        default="drop_oldest", description="What a full queue gives up: the oldest samples keep the view fresh."
+    )
+    lateness_s: Annotated[float, Field(ge=0, description="How long a live tick waits for late samples.")] = 2.0
+    snapshot_interval_s: Annotated[float, Field(gt=0, description="Seconds between state snapshots.")] = 60.0
+
+
+class Severity(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    threshold: Annotated[float, Field(gt=0, le=1)]
+
+
+class AlertingConfig(Strict):
+    severities: Annotated[list[Severity], Field(min_length=1)] = [
+        Severity(name="warning", threshold=0.5),
+        Severity(name="critical", threshold=0.75),
+    ]
+    hysteresis: Annotated[float, Field(ge=0, lt=1, description="Score drop below the lowest threshold to clear.")] = 0.1
+    pending_s: Annotated[float, Field(ge=0, description="Seconds above threshold before an alert fires.")] = 5.0
+    clear_s: Annotated[float, Field(ge=0, description="Seconds below the clear level before it resolves.")] = 30.0
+
+    @field_validator("severities")
+    @classmethod
+    def _ascending(cls, value: list[Severity]) -> list[Severity]:
+        thresholds = [s.threshold for s in value]
+        if thresholds != sorted(set(thresholds)):
+            raise ValueError("thresholds must rise strictly from the first severity to the last")
+        if len({s.name for s in value}) != len(value):
+            raise ValueError("severity names must be unique")
+        return value
+
+
+def _partial(model: type[DetectorParams]) -> type[Strict]:
+    """The same fields as ``model``, all optional: what an override may set."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = (annotation | None, None)
+    return create_model(f"{model.__name__}Override", __base__=Strict, **fields)
+
+
+DetectorDefaults = create_model(
+    "DetectorDefaults",
+    __base__=Strict,
+    **{name: (cls.Params, cls.Params()) for name, cls in DETECTORS.items()},  # type: ignore[call-overload]
+)
+_OVERRIDES = {name: _partial(cls.Params) for name, cls in DETECTORS.items()}
+DetectorOverride = create_model(
+    "DetectorOverride",
+    __base__=Strict,
+    tags=(Annotated[list[str], Field(min_length=1, description="Tag names or glob patterns.")], ...),
+    **{name: (model | None, None) for name, model in _OVERRIDES.items()},  # type: ignore[call-overload]
+)
+
+
+class DetectorsConfig(Strict):
+    protect_threshold: Annotated[
+        float, Field(gt=0, le=1, description="A sample scoring this high anywhere is not learned.")
+    ] = 0.5
+    protection: Literal["own", "any"] = Field(
+        default="own", description="Withhold a flagged sample from the flagging detector only, or from all."
+    )
+    defaults: DetectorDefaults = DetectorDefaults()  # type: ignore[valid-type]
+    overrides: list[DetectorOverride] = []  # type: ignore[valid-type]
+
+
+class PlantConfig(Strict):
+    site: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=100)]
+    state_dir: ConfigPath = Field(description="Where snapshots and the alert journal live.")
+    exporter: ExporterConfig = ExporterConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    detectors: DetectorsConfig = DetectorsConfig()
+    alerting: AlertingConfig = AlertingConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PlantConfig:
+        problems = list(_cross_problems(self))
+        if problems:
+            # Raised as one ValueError; load_config splits it back into field paths.
+            raise ValueError("\x1f".join(f"{p}\x1e{r}" for p, r in problems))
+        return self
+
+    @property
+    def tags(self) -> list[TagConfig]:
+        """All tags in config order; a tag's position here is its column in every frame."""
+        return [tag for source in self.sources for tag in source.tags]
+
+    def tag_sources(self) -> list[int]:
+        return [i for i, source in enumerate(self.sources) for _ in source.tags]
+
+
+def _cross_problems(cfg: PlantConfig) -> Iterable[tuple[str, str]]:
+    seen_sources: set[str] = set()
+    seen_tags: dict[str, str] = {}
+    for i, source in enumerate(cfg.sources):
+        if source.name in seen_sources:
+            yield f"sources[{i}].name", f"duplicate source name {source.name!r}"
+        seen_sources.add(source.name)
+        for j, tag in enumerate(source.tags):
+            path = f"sources[{i}].tags[{j}]"
+            if tag.name in seen_tags:
+                yield f"{path}.name", f"tag {tag.name!r} is already defined at {seen_tags[tag.name]}"
+            seen_tags.setdefault(tag.name, path)
+            for det, settings in tag.detectors.items():
+                yield from _override_problems(f"{path}.detectors", det, settings)
+    names = list(seen_tags)
+    for k, override in enumerate(cfg.detectors.overrides):
+        for m, pattern in enumerate(override.tags):
+            if not fnmatch.filter(names, pattern):
+                yield f"detectors.overrides[{k}].tags[{m}]", f"{pattern!r} matches no tag"
+
+
+def _override_problems(path: str, det: str, settings: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    if det not in DETECTORS:
+        yield f"{path}.{det}", f"unknown detector; must be one of {', '.join(DETECTORS)}"
+        return
+    try:
+        _OVERRIDES[det].model_validate(settings)
+    except ValidationError as exc:
+        for p, r in _problems(exc):
+            yield f"{path}.{det}.{p}" if p else f"{path}.{det}", r
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    kinds = set(source_kinds())
+    previous: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif previous is not None and isinstance(previous, int) and part in kinds and out.startswith("sources["):
+            pass  # the discriminated union's branch name; the user wrote kind: <part>, not a key
+        elif isinstance(part, str) and part.startswith("function-"):
+            pass
+        else:
+            out += f".{part}" if out else str(part)
+        previous = part
+    return out
+
+
+def _reason(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"must be one of {expected}"
+    if kind == "union_tag_invalid":
+        return f"must be one of {', '.join(source_kinds())} (got {ctx.get('tag')!r})"
+    if kind == "union_tag_not_found":
+        return f"required: the source's kind, one of {', '.join(source_kinds())}"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        path, reason = _path(tuple(error["loc"])), _reason(error)
+        if error["type"] == "union_tag_not_found":
+            path = f"{path}.kind"
+        if error["type"] == "union_tag_invalid":
+            path = f"{path}.kind"
+        if "\x1e" in reason:  # cross-field checks, packed by PlantConfig._cross_checks
+            problems.extend(tuple(item.split("\x1e", 1)) for item in reason.split("\x1f"))  # type: ignore[misc]
+        else:
+            problems.append((path, reason))
+    return problems
+
+
+def parse_config(data: Any, base_dir: Path, file: Path | None = None) -> PlantConfig:
+    """Validate an already-parsed document; relative paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError([("", "the config must be a mapping at the top level")], file)
+    try:
+        return PlantConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), file) from None
+
+
+def load_config(path: str | Path) -> PlantConfig:
+    """Read and validate a config file, or raise ``ConfigError`` with every problem in it."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read config: {exc.strerror}")], file) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")], file) from None
+    return parse_config(data, file.resolve().parent, file)
+
+
+__all__ = [
+    "AlertingConfig",
+    "ConfigError",
+    "DetectorsConfig",
+    "ExporterConfig",
+    "PipelineConfig",
+    "PlantConfig",
+    "SourceBase",
+    "TagConfig",
+    "load_config",
+    "parse_config",
+]

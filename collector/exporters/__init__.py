@@ -1,0 +1,1 @@
+"""Exporters: how plantwatch's view of the plant leaves the process."""

@@ -1,0 +1,35 @@
+"""Streaming anomaly detectors: pure numpy, vectorized across tags, no I/O and no clock.
+
+``DETECTORS`` is the registry: a detector listed here is configurable by name
+and is run through the shared check suite (``detectors.checks``) by the tests.
+"""
+
+from detectors.bank import DetectorBank
+from detectors.base import Detector, DetectorParams, TagLimits, to_score
+from detectors.cusum import CusumDetector
+from detectors.ewma import EwmaDetector
+from detectors.flatline import FlatlineDetector
+from detectors.limits import LimitDetector
+from detectors.rate import RateDetector
+from detectors.stale import StaleDetector
+
+DETECTORS: dict[str, type[Detector]] = {
+    cls.name: cls
+    for cls in (
+        LimitDetector,
+        RateDetector,
+        EwmaDetector,
+        CusumDetector,
+        FlatlineDetector,
+        StaleDetector,
+    )
+}
+
+__all__ = [
+    "DETECTORS",
+    "Detector",
+    "DetectorBank",
+    "DetectorParams",
+    "TagLimits",
+    "to_score",
+]

@@ -1,0 +1,74 @@
+"""The bank: every detector over every tag, one tick at a time, with protected learning.
+
+Per tick, all detectors score first, then all update. A sample flagged
+(score >= ``protect_threshold``) is withheld from the baseline of the detector
+that flagged it (``protection="own"``), or from every detector's baseline
+(``protection="any"``). Either way an attacker cannot teach a detector the
+attack it is flagging. "any" is stricter, but one false alarm then freezes
+every baseline of the tag until it clears, so "own" is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from detectors.base import Detector
+
+
+class DetectorBank:
+    def __init__(self, detectors: Sequence[Detector], protect_threshold: float = 0.5, protection: str = "own") -> None:
+        if protection not in ("own", "any"):
+            raise ValueError("protection must be 'own' or 'any'")
+        if not detectors:
+            raise ValueError("a detector bank needs at least one detector")
+        sizes = {d.n_tags for d in detectors}
+        if len(sizes) != 1:
+            raise ValueError(f"detectors disagree on the number of tags: {sorted(sizes)}")
+        self.detectors = tuple(detectors)
+        self.names = tuple(d.name for d in detectors)
+        self.n_tags = sizes.pop()
+        self.protect_threshold = float(protect_threshold)
+        self.protection = protection
+
+    def run(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Scores of a block of ticks, shape (ticks, detectors, tags), float32.
+
+        ``valid`` marks the samples that carry a good value; everything else is
+        treated as missing (the stale detector scores those).
+        """
+        n = X.shape[0]
+        scores = np.empty((n, len(self.detectors), self.n_tags), dtype=np.float32)
+        worst = np.empty(self.n_tags, dtype=np.float32)
+        for i in range(n):
+            x, t, v = X[i], float(ts[i]), valid[i]
+            row = scores[i]
+            for j, det in enumerate(self.detectors):
+                row[j] = det.score(x, t, v)
+            if self.protection == "any":
+                np.max(row, axis=0, out=worst)
+                learn = v & (worst < self.protect_threshold)
+                for det in self.detectors:
+                    det.update(x, t, v, learn)
+            else:
+                for j, det in enumerate(self.detectors):
+                    det.update(x, t, v, v & (row[j] < self.protect_threshold))
+        return scores
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"{d.name}.{k}": a for d in self.detectors for k, a in d.state().items()}
+
+    def load_state(self, state: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> None:
+        for d in self.detectors:
+            prefix = f"{d.name}."
+            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if set(part) >= set(d.state_fields):
+                d.load_state(part, rows)
+
+    def warm_tags(self) -> dict[str, int]:
+        """How many tags each detector is scoring (past warm-up, enabled)."""
+        return {d.name: int(np.count_nonzero(d.warm())) for d in self.detectors}
+
+    def state_nbytes(self) -> int:
+        return sum(d.state_nbytes() for d in self.detectors)

@@ -1,0 +1,218 @@
+"""The contract every streaming detector keeps, and what they share.
+
+A detector sees one tick at a time for *all* tags at once (numpy arrays indexed
+by tag) and has two verbs:
+
+- ``score(x, ts, valid)``: how anomalous each tag's sample is, in [0, 1], from
+  the state learned so far. It must not change that state, so a sample is
+  always scored before it is learned from.
+- ``update(x, ts, valid, learn)``: take the sample in. ``valid`` says which tags
+  carried a good reading this tick; ``learn`` (a subset of ``valid``) says which
+  of them may move the baseline. The bank leaves out every sample that any
+  detector flagged, so an attacker cannot teach the baseline his attack.
+
+Scores share one scale across detectors: ``score = 1 - 2**-(stat)`` where
+``stat`` is the detector's statistic divided by its limit. A score of 0.5 means
+"exactly at the limit", 0.75 "twice the limit", and so on towards 1.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class DetectorParams(BaseModel):
+    """Settings of one detector; every field can be set per tag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class TagLimits:
+    """What the config says about each tag, as arrays indexed by tag (NaN = not given)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    lolo: np.ndarray
+    hihi: np.ndarray
+    discrete: np.ndarray  # bool
+
+    @classmethod
+    def unknown(cls, n_tags: int) -> TagLimits:
+        nan = np.full(n_tags, np.nan)
+        return cls(nan, nan.copy(), nan.copy(), nan.copy(), np.zeros(n_tags, dtype=bool))
+
+    @property
+    def n_tags(self) -> int:
+        return int(self.lo.shape[0])
+
+    @property
+    def span(self) -> np.ndarray:
+        """hi - lo where known, NaN elsewhere; used to floor learned scales."""
+        return self.hi - self.lo
+
+
+def to_score(stat: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Map a statistic (1.0 = at the limit) onto [0, 1].
+
+    The caller guarantees ``stat >= 0`` with no NaN (detectors zero the
+    statistic of missing samples first), which keeps this to three passes.
+    """
+    out = np.negative(stat, out=out)
+    np.exp2(out, out=out)
+    np.subtract(1.0, out, out=out)
+    return out
+
+
+def scale_floor(limits: TagLimits, min_std: np.ndarray) -> np.ndarray:
+    """Smallest spread a baseline may learn, so a flat signal does not give infinite z.
+
+    The larger of the configured ``min_std`` and 0.1 % of the tag's normal span.
+    """
+    span_floor = np.nan_to_num(limits.span * 1e-3, nan=0.0)
+    return np.maximum(np.maximum(min_std, span_floor), 1e-9)
+
+
+class Detector(ABC):
+    """Base class: per-tag parameter arrays in, scores out; state as named arrays.
+
+    Subclasses declare ``name``, ``Params``, the names of their state arrays in
+    ``state_fields`` and the standard fault the shared check suite plays against
+    them in ``fault``.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[DetectorParams]] = DetectorParams
+    state_fields: ClassVar[tuple[str, ...]] = ()
+    fault: ClassVar[str]
+    applies_to_discrete: ClassVar[bool] = False
+    _warm: np.ndarray | None = None
+
+    def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
+        self.params = dict(params)
+        self.limits = limits
+        self.n_tags = limits.n_tags
+        enabled = np.asarray(self.params.get("enabled", np.ones(self.n_tags)), dtype=bool)
+        if not self.applies_to_discrete:
+            enabled = enabled & ~limits.discrete
+        self.enabled = enabled
+
+    @classmethod
+    def from_defaults(cls, limits: TagLimits, **overrides: Any) -> Detector:
+        """A detector with the same settings on every tag; handy in tests and benches."""
+        params = cls.Params(**overrides)
+        n = limits.n_tags
+        arrays = {k: np.full(n, np.nan if v is None else float(v)) for k, v in params.model_dump().items()}
+        return cls(arrays, limits)
+
+    @abstractmethod
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        """Scores in [0, 1] for one tick, from state as it stands; changes no state."""
+
+    @abstractmethod
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        """Take one tick in; only ``learn`` samples may move the baseline."""
+
+    def warm(self) -> np.ndarray:
+        """Which tags have finished learning enough to be scored (do not modify)."""
+        return self.enabled
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of the learned and tracking arrays, enough to resume exactly."""
+        return {f: np.array(getattr(self, f), copy=True) for f in self.state_fields}
+
+    def load_state(self, state: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> None:
+        """Restore arrays saved by ``state``.
+
+        ``rows`` maps each of this detector's tags to a row of the saved arrays
+        (-1 for a tag the snapshot did not know, which starts cold), so a
+        snapshot survives tags being added or reordered in the config.
+        """
+        for f in self.state_fields:
+            current = getattr(self, f)
+            saved = np.asarray(state[f])
+            if rows is None:
+                if saved.shape != current.shape:
+                    raise ValueError(f"{self.name}.{f}: snapshot shape {saved.shape} != {current.shape}")
+                current[...] = saved
+            else:
+                known = rows >= 0
+                current[known] = saved[rows[known]]
+        self._warm = None
+
+    def state_nbytes(self) -> int:
+        return sum(np.asarray(getattr(self, f)).nbytes for f in self.state_fields)
+
+    # -- convenience ---------------------------------------------------------------------------
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """Score then learn a block of ticks on its own (no bank), protecting flagged samples."""
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        out = np.empty(X.shape, dtype=np.float64)
+        for i in range(X.shape[0]):
+            s = self.score(X[i], float(ts[i]), valid[i])
+            out[i] = s
+            self.update(X[i], float(ts[i]), valid[i], valid[i] & (s < protect_threshold))
+        return out
+
+
+class WarmupByCount:
+    """Warm-up for detectors that learn a baseline: a tag is scored after ``warmup`` samples.
+
+    The mask is cached and recomputed only while some tag is still cold, so a
+    warm bank pays nothing for it per tick.
+    """
+
+    enabled: np.ndarray
+    count: np.ndarray
+    warmup: np.ndarray
+    _warm: np.ndarray | None
+    _all_warm: bool
+
+    def warm(self) -> np.ndarray:
+        if self._warm is None or not self._all_warm:
+            self._warm = self.enabled & (self.count >= self.warmup)
+            self._all_warm = bool(np.array_equal(self._warm, self.enabled))
+        return self._warm
+
+
+def ewma_learn(
+    mean: np.ndarray,
+    var: np.ndarray,
+    count: np.ndarray,
+    x: np.ndarray,
+    learn: np.ndarray,
+    alpha: np.ndarray,
+) -> None:
+    """Move an exponentially weighted mean and variance towards ``x`` where ``learn``.
+
+    While a tag has seen fewer than 1/alpha samples the weight is 1/(n+1), a
+    plain running mean, so the baseline is sound after its first window
+    instead of creeping up from its first value.
+    """
+    with np.errstate(invalid="ignore"):
+        a = np.maximum(alpha, 1.0 / (count + 1.0))
+        diff = x - mean
+        incr = a * diff
+        new_var = var + diff * incr
+        new_var *= 1.0 - a
+        incr += mean
+    np.copyto(mean, incr, where=learn)
+    np.copyto(var, new_var, where=learn)
+    count += learn

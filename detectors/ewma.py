@@ -1,0 +1,61 @@
+"""EWMA z-score: how many learned standard deviations a sample sits from its recent mean.
+
+Catches steps and spikes against the tag's own behaviour, for tags whose
+configured range is too wide to notice them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import (
+    Detector,
+    DetectorParams,
+    TagLimits,
+    WarmupByCount,
+    ewma_learn,
+    scale_floor,
+    to_score,
+)
+
+
+class EwmaParams(DetectorParams):
+    alpha: Annotated[float, Field(gt=0, le=1, description="Weight of each new sample in the baseline.")] = 0.02
+    z_limit: Annotated[float, Field(gt=0, description="z at which the score reaches 0.5.")] = 5.0
+    warmup: Annotated[int, Field(ge=1, description="Samples learned before the tag is scored.")] = 60
+    min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
+
+
+class EwmaDetector(WarmupByCount, Detector):
+    name: ClassVar[str] = "ewma"
+    Params: ClassVar[type[DetectorParams]] = EwmaParams
+    state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count")
+    fault: ClassVar[str] = "step"
+
+    def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
+        super().__init__(params, limits)
+        n = self.n_tags
+        self.alpha = np.asarray(self.params["alpha"], dtype=np.float64)
+        self.warmup = np.asarray(self.params["warmup"], dtype=np.float64)
+        floor = scale_floor(limits, np.asarray(self.params["min_std"], dtype=np.float64))
+        self._inv_limit = 1.0 / np.asarray(self.params["z_limit"], dtype=np.float64)
+        self._var_floor = floor * floor
+        self.mean = np.zeros(n)
+        self.var = np.zeros(n)
+        self.count = np.zeros(n)
+
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            stat = np.subtract(x, self.mean)
+            np.abs(stat, out=stat)
+            stat /= np.sqrt(np.maximum(self.var, self._var_floor))
+            stat *= self._inv_limit
+            stat[~(valid & self.warm())] = 0.0
+        return to_score(stat, out=stat)
+
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha)

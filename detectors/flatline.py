@@ -1,0 +1,52 @@
+"""Flatline: a live, noisy measurement that stops moving.
+
+A frozen sensor, a PLC that keeps serving its last value, or an attacker
+holding a reading still. The score reaches 0.5 after ``after_s`` seconds
+without a change larger than ``tolerance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Detector, DetectorParams, TagLimits, to_score
+
+
+class FlatlineParams(DetectorParams):
+    after_s: Annotated[float, Field(gt=0, description="Seconds unchanged at which the score is 0.5.")] = 60.0
+    tolerance: Annotated[float, Field(ge=0, description="Changes this small count as unchanged.")] = 0.0
+
+
+class FlatlineDetector(Detector):
+    name: ClassVar[str] = "flatline"
+    Params: ClassVar[type[DetectorParams]] = FlatlineParams
+    state_fields: ClassVar[tuple[str, ...]] = ("held_x", "held_since")
+    fault: ClassVar[str] = "freeze"
+
+    def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
+        super().__init__(params, limits)
+        n = self.n_tags
+        self._inv_after = 1.0 / np.asarray(self.params["after_s"], dtype=np.float64)
+        self.tolerance = np.asarray(self.params["tolerance"], dtype=np.float64)
+        self.held_x = np.full(n, np.nan)
+        self.held_since = np.full(n, np.nan)
+
+    def _unchanged(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return valid & (np.abs(x - self.held_x) <= self.tolerance)
+
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        held = self._unchanged(x, valid) & self.enabled
+        stat = np.subtract(ts, self.held_since)
+        stat *= self._inv_after
+        stat[~held] = 0.0
+        return to_score(stat, out=stat)
+
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        moved = valid & ~self._unchanged(x, valid)
+        np.copyto(self.held_x, x, where=moved)
+        np.copyto(self.held_since, ts, where=moved)

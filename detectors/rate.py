@@ -1,0 +1,78 @@
+"""Rate of change: a value that moves faster than the process physically can.
+
+A tank level cannot jump a metre in a second; a spoofed or broken sensor can.
+The limit is ``max_rate`` (units per second) where the engineer knows it, else
+``k`` times the typical rate learned from the tag itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import (
+    Detector,
+    DetectorParams,
+    TagLimits,
+    WarmupByCount,
+    scale_floor,
+    to_score,
+)
+
+
+class RateParams(DetectorParams):
+    max_rate: Annotated[
+        float | None, Field(gt=0, description="Physical limit in units per second; learned when unset.")
+    ] = None
+    k: Annotated[float, Field(gt=0, description="Multiple of the learned mean rate that scores 0.5.")] = 10.0
+    alpha: Annotated[float, Field(gt=0, le=1, description="Learning weight of the mean rate.")] = 0.02
+    warmup: Annotated[int, Field(ge=1, description="Rates learned before the tag is scored.")] = 60
+
+
+class RateDetector(WarmupByCount, Detector):
+    name: ClassVar[str] = "rate"
+    Params: ClassVar[type[DetectorParams]] = RateParams
+    state_fields: ClassVar[tuple[str, ...]] = ("prev_x", "prev_ts", "mean_rate", "count")
+    fault: ClassVar[str] = "spike"
+
+    def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
+        super().__init__(params, limits)
+        n = self.n_tags
+        self.max_rate = np.asarray(self.params["max_rate"], dtype=np.float64)
+        self.k = np.asarray(self.params["k"], dtype=np.float64)
+        self.alpha = np.asarray(self.params["alpha"], dtype=np.float64)
+        self.warmup = np.asarray(self.params["warmup"], dtype=np.float64)
+        self._fixed = np.isfinite(self.max_rate)
+        self._floor = scale_floor(limits, np.zeros(n))
+        self.prev_x = np.full(n, np.nan)
+        self.prev_ts = np.full(n, np.nan)
+        self.mean_rate = np.zeros(n)
+        self.count = np.zeros(n)
+        self._rate = np.zeros(n)
+
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.subtract(x, self.prev_x)
+            np.abs(rate, out=rate)
+            rate /= np.maximum(ts - self.prev_ts, 1e-6)
+            self._rate = rate  # NaN where there is no previous valid sample
+            limit = np.where(self._fixed, self.max_rate, self.k * self.mean_rate)
+            np.maximum(limit, self._floor, out=limit)
+            stat = rate / limit
+        stat[~(valid & self.warm() & np.isfinite(rate))] = 0.0
+        return to_score(stat, out=stat)
+
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        rate = self._rate
+        learn = learn & self.enabled & np.isfinite(rate)
+        a = np.maximum(self.alpha, 1.0 / (self.count + 1.0))
+        with np.errstate(invalid="ignore"):
+            new_mean = self.mean_rate + a * (rate - self.mean_rate)
+        np.copyto(self.mean_rate, new_mean, where=learn)
+        self.count += learn
+        # The previous sample always moves on: a past spike must not keep scoring.
+        np.copyto(self.prev_x, x, where=valid)
+        np.copyto(self.prev_ts, ts, where=valid)

@@ -1,0 +1,49 @@
+"""Stale: a tag that stopped reporting good values.
+
+A controller gone silent, a cut link, or a denial of service. Unlike the
+other detectors it scores the ticks *without* a sample: the score reaches 0.5
+``after_s`` seconds after the last good value (or after the first tick, for a
+tag that never reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from detectors.base import Detector, DetectorParams, TagLimits, to_score
+
+
+class StaleParams(DetectorParams):
+    after_s: Annotated[float, Field(gt=0, description="Seconds without a good value at which the score is 0.5.")] = 30.0
+
+
+class StaleDetector(Detector):
+    name: ClassVar[str] = "stale"
+    Params: ClassVar[type[DetectorParams]] = StaleParams
+    state_fields: ClassVar[tuple[str, ...]] = ("last_seen",)
+    fault: ClassVar[str] = "dropout"
+    applies_to_discrete: ClassVar[bool] = True
+
+    def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
+        super().__init__(params, limits)
+        self._inv_after = 1.0 / np.asarray(self.params["after_s"], dtype=np.float64)
+        self.last_seen = np.full(self.n_tags, np.nan)
+        self._first_tick = True
+
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        stat = np.subtract(ts, self.last_seen)
+        stat *= self._inv_after
+        stat[valid | ~self.enabled] = 0.0
+        if self._first_tick:  # last_seen is NaN until the first update
+            np.nan_to_num(stat, copy=False, nan=0.0)
+        return to_score(stat, out=stat)
+
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        if self._first_tick:
+            np.copyto(self.last_seen, ts, where=np.isnan(self.last_seen))
+            self._first_tick = False
+        np.copyto(self.last_seen, ts, where=valid)
