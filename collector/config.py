@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
+from collector.detector_settings import PARTIALS, DetectorDefaults
 from collector.receivers import SourceConfig, source_kinds
 from collector.sources import ConfigPath, Secret, SourceBase, Strict, TagConfig
 from detectors import DETECTORS
-from detectors.base import DetectorParams
 
 DEFAULT_LISTEN = "127.0.0.1:9108"
 
@@ -108,26 +108,11 @@ class AlertingConfig(Strict):
         return value
 
 
-def _partial(model: type[DetectorParams]) -> type[Strict]:
-    """The same fields as ``model``, all optional: what an override may set."""
-    fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        fields[name] = (annotation | None, None)
-    return create_model(f"{model.__name__}Override", __base__=Strict, **fields)
-
-
-DetectorDefaults = create_model(
-    "DetectorDefaults",
-    __base__=Strict,
-    **{name: (cls.Params, cls.Params()) for name, cls in DETECTORS.items()},  # type: ignore[call-overload]
-)
-_OVERRIDES = {name: _partial(cls.Params) for name, cls in DETECTORS.items()}
 DetectorOverride = create_model(
     "DetectorOverride",
     __base__=Strict,
     tags=(Annotated[list[str], Field(min_length=1, description="Tag names or glob patterns.")], ...),
-    **{name: (model | None, None) for name, model in _OVERRIDES.items()},  # type: ignore[call-overload]
+    **{name: (model | None, None) for name, model in PARTIALS.items()},  # type: ignore[call-overload]
 )
 
 
@@ -151,14 +136,6 @@ class PlantConfig(Strict):
     detectors: DetectorsConfig = DetectorsConfig()
     alerting: AlertingConfig = AlertingConfig()
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> PlantConfig:
-        problems = list(_cross_problems(self))
-        if problems:
-            # Raised as one ValueError; load_config splits it back into field paths.
-            raise ValueError("\x1f".join(f"{p}\x1e{r}" for p, r in problems))
-        return self
-
     @property
     def tags(self) -> list[TagConfig]:
         """All tags in config order; a tag's position here is its column in every frame."""
@@ -168,36 +145,39 @@ class PlantConfig(Strict):
         return [i for i, source in enumerate(self.sources) for _ in source.tags]
 
 
-def _cross_problems(cfg: PlantConfig) -> Iterable[tuple[str, str]]:
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _cross_problems(data: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    """Checks that span fields, run on the raw document so they are reported even when
+    some field is wrong too: every problem in one pass."""
     seen_sources: set[str] = set()
     seen_tags: dict[str, str] = {}
-    for i, source in enumerate(cfg.sources):
-        if source.name in seen_sources:
-            yield f"sources[{i}].name", f"duplicate source name {source.name!r}"
-        seen_sources.add(source.name)
-        for j, tag in enumerate(source.tags):
+    for i, source in enumerate(_items(data.get("sources"))):
+        if not isinstance(source, dict):
+            continue
+        name = source.get("name")
+        if isinstance(name, str):
+            if name in seen_sources:
+                yield f"sources[{i}].name", f"duplicate source name {name!r}"
+            seen_sources.add(name)
+        for j, tag in enumerate(_items(source.get("tags"))):
+            tag_name = tag.get("name") if isinstance(tag, dict) else None
+            if not isinstance(tag_name, str):
+                continue
             path = f"sources[{i}].tags[{j}]"
-            if tag.name in seen_tags:
-                yield f"{path}.name", f"tag {tag.name!r} is already defined at {seen_tags[tag.name]}"
-            seen_tags.setdefault(tag.name, path)
-            for det, settings in tag.detectors.items():
-                yield from _override_problems(f"{path}.detectors", det, settings)
+            if tag_name in seen_tags:
+                yield f"{path}.name", f"tag {tag_name!r} is already defined at {seen_tags[tag_name]}"
+            seen_tags.setdefault(tag_name, path)
+    detectors = data.get("detectors")
+    overrides = detectors.get("overrides") if isinstance(detectors, dict) else None
     names = list(seen_tags)
-    for k, override in enumerate(cfg.detectors.overrides):
-        for m, pattern in enumerate(override.tags):
-            if not fnmatch.filter(names, pattern):
+    for k, override in enumerate(_items(overrides)):
+        patterns = override.get("tags") if isinstance(override, dict) else None
+        for m, pattern in enumerate(_items(patterns)):
+            if isinstance(pattern, str) and not fnmatch.filter(names, pattern):
                 yield f"detectors.overrides[{k}].tags[{m}]", f"{pattern!r} matches no tag"
-
-
-def _override_problems(path: str, det: str, settings: dict[str, Any]) -> Iterable[tuple[str, str]]:
-    if det not in DETECTORS:
-        yield f"{path}.{det}", f"unknown detector; must be one of {', '.join(DETECTORS)}"
-        return
-    try:
-        _OVERRIDES[det].model_validate(settings)
-    except ValidationError as exc:
-        for p, r in _problems(exc):
-            yield f"{path}.{det}.{p}" if p else f"{path}.{det}", r
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -206,17 +186,15 @@ def _override_problems(path: str, det: str, settings: dict[str, Any]) -> Iterabl
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     kinds = set(source_kinds())
-    previous: Any = None
-    for part in loc:
+    for position, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif previous is not None and isinstance(previous, int) and part in kinds and out.startswith("sources["):
+        elif position == 2 and loc[0] == "sources" and part in kinds:
             pass  # the discriminated union's branch name; the user wrote kind: <part>, not a key
         elif isinstance(part, str) and part.startswith("function-"):
             pass
         else:
             out += f".{part}" if out else str(part)
-        previous = part
     return out
 
 
@@ -241,15 +219,15 @@ def _reason(error: Any) -> str:
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for error in exc.errors():
-        path, reason = _path(tuple(error["loc"])), _reason(error)
+        loc = tuple(error["loc"])
+        path, reason = _path(loc), _reason(error)
+        if error["type"] == "extra_forbidden" and len(loc) >= 2 and loc[-2] in ("detectors", "defaults"):
+            reason = f"unknown detector; must be one of {', '.join(DETECTORS)}"
         if error["type"] == "union_tag_not_found":
             path = f"{path}.kind"
         if error["type"] == "union_tag_invalid":
             path = f"{path}.kind"
-        if "\x1e" in reason:  # cross-field checks, packed by PlantConfig._cross_checks
-            problems.extend(tuple(item.split("\x1e", 1)) for item in reason.split("\x1f"))  # type: ignore[misc]
-        else:
-            problems.append((path, reason))
+        problems.append((path, reason))
     return problems
 
 
@@ -257,10 +235,16 @@ def parse_config(data: Any, base_dir: Path, file: Path | None = None) -> PlantCo
     """Validate an already-parsed document; relative paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError([("", "the config must be a mapping at the top level")], file)
+    problems: list[tuple[str, str]] = []
+    cfg = None
     try:
-        return PlantConfig.model_validate(data, context={"base_dir": base_dir})
+        cfg = PlantConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), file) from None
+        problems.extend(_problems(exc))
+    problems.extend(_cross_problems(data))
+    if problems or cfg is None:
+        raise ConfigError(problems, file)
+    return cfg
 
 
 def load_config(path: str | Path) -> PlantConfig:

@@ -13,6 +13,7 @@ import fnmatch
 import numpy as np
 
 from collector.config import PlantConfig
+from collector.detector_settings import overridden
 from detectors import DETECTORS, DetectorBank, TagLimits
 
 
@@ -44,11 +45,11 @@ def detector_params(cfg: PlantConfig, name: str) -> dict[str, np.ndarray]:
         matched = sorted(
             {i for pattern in override.tags for i, tag in enumerate(names) if fnmatch.fnmatch(tag, pattern)}
         )
-        for key, value in part.model_dump(exclude_none=True).items():
+        for key, value in overridden(part).items():
             arrays[key][matched] = float(value)
     for j, tag in enumerate(tags):
-        for key, value in tag.detectors.get(name, {}).items():
-            arrays[key][j] = np.nan if value is None else float(value)
+        for key, value in overridden(getattr(tag.detectors, name)).items():
+            arrays[key][j] = float(value)
     return arrays
 
 

@@ -80,7 +80,12 @@ class FrameAssembler:
             return
         on_time = ticks >= self.next_tick
         self.late += int(np.count_nonzero(keep & ~on_time))
-        in_horizon = ticks < self.next_tick + self.max_open_ticks
+        # A sample at or behind its source's watermark is never "too early"; the horizon
+        # only guards against a live source whose clock runs far ahead.
+        horizon = self.next_tick + self.max_open_ticks
+        if batch.watermark is not None and math.isfinite(batch.watermark):
+            horizon = max(horizon, math.floor(batch.watermark / self.tick_s) + 1)
+        in_horizon = ticks < horizon
         self.too_early += int(np.count_nonzero(keep & on_time & ~in_horizon))
         keep &= on_time & in_horizon
         if not keep.all():
@@ -123,27 +128,38 @@ class FrameAssembler:
             end = max(self._open) + 1  # end of every stream: close all that is open
         if end <= self.next_tick:
             return None
-        if end - self.next_tick > MAX_GAP_TICKS:
-            # A long silence: jump ahead to the first open tick, or to the last gap's worth.
-            pending = [t for t in self._open if t < end]
-            jump_to = min(pending) if pending else end - MAX_GAP_TICKS
-            jump_to = max(self.next_tick, min(jump_to, end - 1))
-            if jump_to > self.next_tick:
-                self.gaps_skipped += 1
-                self.next_tick = jump_to
-        ticks = np.arange(self.next_tick, end, dtype=np.int64)
+        ticks = self._ticks_until(end)
         n = ticks.shape[0]
         X = np.full((n, self.n_tags), np.nan)
         Q = np.zeros((n, self.n_tags), dtype=np.uint8)
         label = np.full(n, np.nan)
         first_recv = np.full(n, np.nan)
+        row_of = {int(t): i for i, t in enumerate(ticks)}
         for tick in [t for t in self._open if t < end]:
             slot = self._open.pop(tick)
-            i = tick - self.next_tick
+            i = row_of[tick]
             X[i], Q[i], label[i] = slot.X, slot.Q, slot.label
             first_recv[i] = slot.first_recv
         self.next_tick = end
         return Frame(ticks * self.tick_s, X, Q, label, first_recv)
+
+    def _ticks_until(self, end: int) -> np.ndarray:
+        """Tick indices to emit from next_tick up to ``end``: every tick with data, and the
+        empty ticks between them, but at most MAX_GAP_TICKS of any one silence (its start,
+        so that staleness shows when it begins); the rest of a long silence is skipped."""
+        parts = []
+        cur = self.next_tick
+        assert cur is not None
+        for tick in [*sorted(t for t in self._open if t < end), end]:
+            if tick - cur > MAX_GAP_TICKS:
+                parts.append(np.arange(cur, cur + MAX_GAP_TICKS, dtype=np.int64))
+                self.gaps_skipped += 1
+                cur = tick
+            stop = min(tick + 1, end)
+            if stop > cur:
+                parts.append(np.arange(cur, stop, dtype=np.int64))
+                cur = stop
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     @property
     def open_ticks(self) -> int:

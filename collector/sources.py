@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from collector.detector_settings import DetectorOverrides
+
 TAG_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-]*$"
 
 
@@ -80,8 +82,8 @@ class TagConfig(Strict):
     alarm_range: tuple[float, float] | None = Field(
         default=None, description="Alarm range [lolo, hihi]; leaving it is critical."
     )
-    detectors: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-tag detector settings, checked against each detector."
+    detectors: DetectorOverrides = Field(  # type: ignore[valid-type]
+        default_factory=DetectorOverrides, description="Per-tag detector settings, e.g. {ewma: {z_limit: 8}}."
     )
 
     @model_validator(mode="after")

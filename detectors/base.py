@@ -95,6 +95,7 @@ class Detector(ABC):
     fault: ClassVar[str]
     applies_to_discrete: ClassVar[bool] = False
     _warm: np.ndarray | None = None
+    _settled: bool = False  # see SettlingWeight
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
         self.params = dict(params)
@@ -148,6 +149,7 @@ class Detector(ABC):
                 known = rows >= 0
                 current[known] = saved[rows[known]]
         self._warm = None
+        self._settled = False
 
     def state_nbytes(self) -> int:
         return sum(np.asarray(getattr(self, f)).nbytes for f in self.state_fields)
@@ -192,6 +194,35 @@ class WarmupByCount:
         return self._warm
 
 
+class SettlingWeight:
+    """The learning weight ``max(alpha, 1/(count+1))`` of detectors that learn a baseline.
+
+    While a tag has seen fewer than 1/alpha samples the weight is 1/(n+1), a
+    plain running mean, so the baseline is sound after its first window
+    instead of creeping up from its first value. Once every enabled tag is
+    past that point the weight is exactly ``alpha`` for good (``count`` only
+    grows, and ``load_state`` forgets this shortcut), so a settled detector
+    stops computing it: three passes saved per tick, same numbers.
+    """
+
+    alpha: np.ndarray
+    enabled: np.ndarray
+    count: np.ndarray
+    _settled: bool
+    _one_minus_alpha: np.ndarray
+
+    def learning_weight(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, 1 - a)`` for this tick; only the enabled tags' entries are meaningful."""
+        if self._settled:
+            return self.alpha, self._one_minus_alpha
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.maximum(self.alpha, 1.0 / (self.count + 1.0))
+        if bool(np.all((a == self.alpha) | ~self.enabled)):
+            self._settled = True
+            self._one_minus_alpha = 1.0 - self.alpha
+        return a, 1.0 - a
+
+
 def ewma_learn(
     mean: np.ndarray,
     var: np.ndarray,
@@ -199,19 +230,23 @@ def ewma_learn(
     x: np.ndarray,
     learn: np.ndarray,
     alpha: np.ndarray,
+    weight: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Move an exponentially weighted mean and variance towards ``x`` where ``learn``.
 
-    While a tag has seen fewer than 1/alpha samples the weight is 1/(n+1), a
-    plain running mean, so the baseline is sound after its first window
-    instead of creeping up from its first value.
+    The weight is ``max(alpha, 1/(count+1))`` (see ``SettlingWeight``); a
+    caller that already knows it and ``1 - weight`` passes them as ``weight``.
     """
     with np.errstate(invalid="ignore"):
-        a = np.maximum(alpha, 1.0 / (count + 1.0))
+        if weight is None:
+            a = np.maximum(alpha, 1.0 / (count + 1.0))
+            one_minus_a = 1.0 - a
+        else:
+            a, one_minus_a = weight
         diff = x - mean
         incr = a * diff
         new_var = var + diff * incr
-        new_var *= 1.0 - a
+        new_var *= one_minus_a
         incr += mean
     np.copyto(mean, incr, where=learn)
     np.copyto(var, new_var, where=learn)

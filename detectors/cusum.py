@@ -17,6 +17,7 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
+    SettlingWeight,
     TagLimits,
     WarmupByCount,
     ewma_learn,
@@ -38,7 +39,7 @@ class CusumParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class CusumDetector(WarmupByCount, Detector):
+class CusumDetector(SettlingWeight, WarmupByCount, Detector):
     name: ClassVar[str] = "cusum"
     Params: ClassVar[type[DetectorParams]] = CusumParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count", "s_hi", "s_lo")
@@ -83,4 +84,4 @@ class CusumDetector(WarmupByCount, Detector):
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
         self.s_hi = self._next_hi
         self.s_lo = self._next_lo
-        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha)
+        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha, self.learning_weight())

@@ -15,6 +15,7 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
+    SettlingWeight,
     TagLimits,
     WarmupByCount,
     ewma_learn,
@@ -30,7 +31,7 @@ class EwmaParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class EwmaDetector(WarmupByCount, Detector):
+class EwmaDetector(SettlingWeight, WarmupByCount, Detector):
     name: ClassVar[str] = "ewma"
     Params: ClassVar[type[DetectorParams]] = EwmaParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count")
@@ -58,4 +59,4 @@ class EwmaDetector(WarmupByCount, Detector):
         return to_score(stat, out=stat)
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
-        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha)
+        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha, self.learning_weight())

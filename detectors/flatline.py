@@ -41,6 +41,8 @@ class FlatlineDetector(Detector):
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         held = self._unchanged(x, valid) & self.enabled
+        if not held.any():  # the usual tick: every live tag moved
+            return np.zeros(self.n_tags)
         stat = np.subtract(ts, self.held_since)
         stat *= self._inv_after
         stat[~held] = 0.0

@@ -39,8 +39,11 @@ class LimitDetector(Detector):
             below = (self._lo - x) * self._inv_lo_band
             np.maximum(above, below, out=above)
             outside = above >= 0.0
+            outside &= valid
+            if not outside.any():  # the usual tick: everything within its range
+                return np.zeros(self.n_tags)
             above += 1.0
-            stat = np.where(outside & valid, above, 0.0)
+            stat = np.where(outside, above, 0.0)
         return to_score(stat, out=stat)
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
+    SettlingWeight,
     TagLimits,
     WarmupByCount,
     scale_floor,
@@ -32,7 +33,7 @@ class RateParams(DetectorParams):
     warmup: Annotated[int, Field(ge=1, description="Rates learned before the tag is scored.")] = 60
 
 
-class RateDetector(WarmupByCount, Detector):
+class RateDetector(SettlingWeight, WarmupByCount, Detector):
     name: ClassVar[str] = "rate"
     Params: ClassVar[type[DetectorParams]] = RateParams
     state_fields: ClassVar[tuple[str, ...]] = ("prev_x", "prev_ts", "mean_rate", "count")
@@ -46,6 +47,7 @@ class RateDetector(WarmupByCount, Detector):
         self.alpha = np.asarray(self.params["alpha"], dtype=np.float64)
         self.warmup = np.asarray(self.params["warmup"], dtype=np.float64)
         self._fixed = np.isfinite(self.max_rate)
+        self._any_fixed = bool(self._fixed.any())
         self._floor = scale_floor(limits, np.zeros(n))
         self.prev_x = np.full(n, np.nan)
         self.prev_ts = np.full(n, np.nan)
@@ -59,7 +61,10 @@ class RateDetector(WarmupByCount, Detector):
             np.abs(rate, out=rate)
             rate /= np.maximum(ts - self.prev_ts, 1e-6)
             self._rate = rate  # NaN where there is no previous valid sample
-            limit = np.where(self._fixed, self.max_rate, self.k * self.mean_rate)
+            if self._any_fixed:
+                limit = np.where(self._fixed, self.max_rate, self.k * self.mean_rate)
+            else:  # the usual case: every limit is learned
+                limit = self.k * self.mean_rate
             np.maximum(limit, self._floor, out=limit)
             stat = rate / limit
         stat[~(valid & self.warm() & np.isfinite(rate))] = 0.0
@@ -68,7 +73,7 @@ class RateDetector(WarmupByCount, Detector):
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
         rate = self._rate
         learn = learn & self.enabled & np.isfinite(rate)
-        a = np.maximum(self.alpha, 1.0 / (self.count + 1.0))
+        a, _ = self.learning_weight()
         with np.errstate(invalid="ignore"):
             new_mean = self.mean_rate + a * (rate - self.mean_rate)
         np.copyto(self.mean_rate, new_mean, where=learn)

@@ -35,9 +35,12 @@ class StaleDetector(Detector):
         self._first_tick = True
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        quiet = valid | ~self.enabled
+        if quiet.all():  # the usual tick: every tag reported, nothing to score
+            return np.zeros(self.n_tags)
         stat = np.subtract(ts, self.last_seen)
         stat *= self._inv_after
-        stat[valid | ~self.enabled] = 0.0
+        stat[quiet] = 0.0
         if self._first_tick:  # last_seen is NaN until the first update
             np.nan_to_num(stat, copy=False, nan=0.0)
         return to_score(stat, out=stat)
