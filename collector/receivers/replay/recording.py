@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ class Recording:
             line_no = 2 if opts.header else 1
             row_index = 0
             while True:
-                lines = [line for line in (handle.readline() for _ in range(rows_per_chunk)) if line]
+                lines = list(itertools.islice(handle, rows_per_chunk))
                 if not lines:
                     return
                 rows = self._rows(lines, line_no)
