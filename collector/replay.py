@@ -153,7 +153,9 @@ class _Outputs:
         np.savetxt(cells, per_cell, fmt="%.4f", delimiter=",")  # formatted in C, not per value in Python
         for i, numbers in enumerate(cells.getvalue().splitlines()):
             label = "" if math.isnan(frame.label[i]) else f"{frame.label[i]:g}"
-            self._scores.write(f"{frame.ts[i]:.3f},{times[i]},{label},{int(result.firing[i])},{worst[i]:.4f},{numbers}\n")
+            self._scores.write(
+                f"{frame.ts[i]:.3f},{times[i]},{label},{int(result.firing[i])},{worst[i]:.4f},{numbers}\n"
+            )
         seq0 = self.runner.journal.seq - len(result.transitions)
         for k, t in enumerate(result.transitions):
             self.alerts.writerow(

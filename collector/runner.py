@@ -9,7 +9,6 @@ its receivers (a recording read flat out) and in stopping when they finish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -19,6 +18,7 @@ from typing import Any
 from collector.config import PlantConfig
 from collector.exporters.prometheus import DaemonCounters
 from collector.journal import AlertJournal, read_journal
+from collector.logs import LogOnce
 from collector.pipeline import FrameResult, Pipeline
 from collector.queue import SampleQueue
 from collector.receivers import RECEIVERS, Receiver, ReceiverContext
@@ -73,6 +73,8 @@ class Runner:
         self.pipeline = Pipeline(cfg, [r.live for r in self.receivers])
         self.counters = DaemonCounters()
         self._next_snapshot = math.inf
+        self._warn_once = LogOnce(log)
+        self._seen = {"non_finite": 0, "late": 0, "too_early": 0, "unknown_tag": 0, "queue_full": 0}
 
     # -- state ---------------------------------------------------------------------------------
     def restore(self) -> bool:
@@ -137,6 +139,7 @@ class Runner:
     def _take(self) -> None:
         for batch in self.queue.drain():
             self.pipeline.feed(batch)
+        self._report_losses()
         result = self.pipeline.advance(self.clock())
         if result is None:
             return
@@ -150,7 +153,17 @@ class Runner:
         if self.on_frame is not None:
             self.on_frame(result)
 
-
-async def run_until_signalled(runner: Runner, stop: asyncio.Event) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner.run(stop)
+    def _report_losses(self) -> None:
+        """One log line per kind of loss; the counters on /metrics keep the full count."""
+        asm = self.pipeline.assembler
+        now = {
+            "non_finite": self.pipeline.stats.non_finite,
+            "late": asm.late,
+            "too_early": asm.too_early,
+            "unknown_tag": asm.unknown_tag,
+            "queue_full": self.queue.dropped,
+        }
+        for kind, count in now.items():
+            if count > self._seen[kind]:
+                self._warn_once(kind, f"samples {kind.replace('_', ' ')}", count=count)
+        self._seen = now

@@ -94,7 +94,7 @@ def test_public_datasets_replay_without_conversion(
         assert summary.labelled_ticks > 0 and summary.pointwise is not None
 
 
-def test_bad_cells_are_counted_and_survived(tmp_path: Path) -> None:
+def test_bad_cells_are_counted_and_survived(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rec = tmp_path / "bad.csv"
     lines = ["timestamp,A,B"]
     for i in range(200):
@@ -107,6 +107,8 @@ def test_bad_cells_are_counted_and_survived(tmp_path: Path) -> None:
     assert summary.rows == 200
     assert summary.malformed_cells == 1
     assert summary.non_finite == 1
+    warned = [r for r in caplog.records if "further ones are counted" in r.getMessage()]
+    assert sorted(getattr(r, "kind", "") for r in warned) == ["malformed", "non_finite"]
     alerts = list(csv.DictReader((tmp_path / "out" / "alerts.csv").open()))
     assert any(a["tag"] == "B" and a["detector"] == "stale" and a["event"] == "firing" for a in alerts)
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from collector.logs import LogOnce
 from collector.receivers.base import Receiver, ReceiverContext
 from collector.receivers.replay.options import ReplayOptions
 from collector.receivers.replay.recording import Chunk, Recording, RecordingError
@@ -36,6 +37,7 @@ class ReplayReceiver(Receiver):
         self.keys = [tag.source_key for tag in options.tags]
         self._tag_ids = np.array([context.tag_index[k] for k in self.keys], dtype=np.int32)
         self.rows_sent = 0
+        self._warn_once = LogOnce(context.log)
 
     def open(self) -> Recording:
         return Recording(self.options, self.keys)
@@ -64,6 +66,9 @@ class ReplayReceiver(Receiver):
             for chunk in recording.chunks(rows):
                 if chunk.malformed:
                     self.status.count_error("malformed", chunk.malformed)
+                    self._warn_once(
+                        "malformed", "cells that are not numbers skipped", source=self.name, line=chunk.first_row
+                    )
                 if offset is None:
                     tick = self.context.tick_s
                     offset = math.ceil((self.context.clock() - chunk.ts[0]) / tick) * tick
