@@ -23,33 +23,27 @@ def _stamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
+def _document(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "ts": _stamp(record),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+        **_fields(record),
+    }
+    if record.exc_info:
+        doc["exc"] = formatter.formatException(record.exc_info)
+    return doc
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = {
-            "ts": _stamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields(record),
-        }
-        line = " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
-        if record.exc_info:
-            line += " exc=" + _quote(self.formatException(record.exc_info))
-        return line
+        return " ".join(f"{k}={_quote(v)}" for k, v in _document(record, self).items())
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "ts": _stamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields(record),
-        }
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        return json.dumps(_document(record, self), default=str)
 
 
 def _quote(value: object) -> str:
