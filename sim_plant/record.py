@@ -29,6 +29,41 @@ def _cell(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.7g}"
 
 
+class RecordingWriter:
+    """Rows of a plant run, written as they happen: the recorder and the live simulator share it.
+
+    ``served`` are the values clients were given (after any attack on the wire),
+    ``true`` the noise-free process; ``label`` is ground truth (0 normal).
+    """
+
+    def __init__(self, path: Path | str, names: Sequence[str], include_true: bool = False, whole_seconds: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.include_true = include_true
+        self.timespec = "seconds" if whole_seconds else "milliseconds"
+        self._handle = self.path.open("w", encoding="utf-8", newline="")
+        header = ["timestamp", *names, *(f"{n}.true" for n in names if include_true), "label"]
+        self._handle.write(",".join(header) + "\n")
+        self.rows = 0
+
+    def write(self, moment: datetime, served: Sequence[float], true: Sequence[float] = (), label: float = 0) -> None:
+        stamp = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=self.timespec)
+        cells = [_cell(v) for v in served]
+        if self.include_true:
+            cells += [_cell(v) for v in true]
+        self._handle.write(",".join([stamp, *cells, f"{label:g}"]) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def record(
     plant: Plant,
     steps: int,
@@ -45,23 +80,13 @@ def record(
         raise ValueError("steps must not be negative")
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware (UTC)")
-    origin = start.astimezone(UTC).replace(tzinfo=None)
-    whole_seconds = float(plant.dt).is_integer() and origin.microsecond == 0
-    timespec = "seconds" if whole_seconds else "milliseconds"
-    names = plant.tag_names()
-    header = ["timestamp", *names, *(f"{n}.true" for n in names if include_true), "label"]
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8", newline="") as handle:
-        handle.write(",".join(header) + "\n")
+    whole_seconds = float(plant.dt).is_integer() and start.microsecond == 0
+    with RecordingWriter(path, plant.tag_names(), include_true, whole_seconds) as writer:
         for _ in range(steps):
-            stamp = (origin + timedelta(seconds=plant.t)).isoformat(timespec=timespec)
-            cells = [_cell(v) for v in plant.measured().tolist()]
-            if include_true:
-                cells += [_cell(v) for v in plant.true_values().tolist()]
-            handle.write(",".join([stamp, *cells, "0"]) + "\n")
+            true = plant.true_values().tolist() if include_true else ()
+            writer.write(start + timedelta(seconds=plant.t), plant.measured().tolist(), true)
             plant.step()
-    return out
+    return Path(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
