@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine with Python 3.11, then run them.
-# System packages: prometheus (for promtool, which checks our /metrics exposition).
+# System packages: prometheus (promtool checks our /metrics exposition), mosquitto and its
+# clients (a real broker and mosquitto_sub), mbpoll (an independent Modbus client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)
+command -v mbpoll >/dev/null || need_apt+=(mbpoll)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
