@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true")
     logging_options(replay)
     replay.set_defaults(func=cmd_replay)
+
+    from sim_plant.cli import add_parser as add_sim_parser
+
+    add_sim_parser(sub)
     return parser
 
 

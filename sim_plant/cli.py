@@ -1,0 +1,112 @@
+"""``plantwatch sim``: a simulated plant served over OPC-UA, Modbus TCP and MQTT until stopped.
+
+It prints one ``endpoint <protocol> <address>`` line per server as soon as
+clients can connect, so people and scripts alike know where to look, and at
+the end the number of write attempts clients made (plantwatch must make none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from sim_plant.plants import PLANTS
+from sim_plant.record import RecordingWriter
+from sim_plant.servers import PlantServer, WriteLog
+
+log = logging.getLogger("plantwatch.sim")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("sim", help="run a simulated plant served over OPC-UA, Modbus TCP and MQTT")
+    p.add_argument("--plant", choices=sorted(PLANTS), required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address the servers bind (default 127.0.0.1)")
+    p.add_argument("--opcua-port", type=int, default=4840, help="0 picks a free port")
+    p.add_argument("--no-opcua", action="store_true")
+    p.add_argument("--modbus-port", type=int, default=5020, help="0 picks a free port")
+    p.add_argument("--modbus-word-order", choices=["big", "little"], default="big")
+    p.add_argument("--no-modbus", action="store_true")
+    p.add_argument("--mqtt-broker", metavar="HOST:PORT", help="publish to this broker (no MQTT without it)")
+    p.add_argument("--mqtt-username")
+    p.add_argument("--mqtt-password-env", metavar="NAME", help="environment variable holding the MQTT password")
+    p.add_argument("--speed", type=float, default=1.0, help="plant seconds per wall second (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="stop after this many scans (default: run until stopped)")
+    p.add_argument("--record", type=Path, help="write the served values to this CSV recording")
+    p.add_argument("--record-true", action="store_true", help="add the noise-free values to the recording")
+    p.set_defaults(func=cmd_sim)
+
+
+def build_servers(args: argparse.Namespace, plant_name: str, tags, writes: WriteLog) -> list[PlantServer]:  # type: ignore[no-untyped-def]
+    servers: list[PlantServer] = []
+    if not args.no_opcua:
+        from sim_plant.servers.opcua import OpcUaPlantServer
+
+        servers.append(OpcUaPlantServer(plant_name, tags, writes, host=args.host, port=args.opcua_port))
+    if not args.no_modbus:
+        from sim_plant.servers.modbus import ModbusPlantServer
+
+        servers.append(
+            ModbusPlantServer(
+                plant_name, tags, writes, host=args.host, port=args.modbus_port, word_order=args.modbus_word_order
+            )
+        )
+    if args.mqtt_broker:
+        from sim_plant.servers.mqtt import MqttPlantServer
+
+        host, _, port = args.mqtt_broker.rpartition(":")
+        password = os.environ.get(args.mqtt_password_env) if args.mqtt_password_env else None
+        servers.append(
+            MqttPlantServer(
+                plant_name,
+                tags,
+                writes,
+                host=host or "127.0.0.1",
+                port=int(port),
+                username=args.mqtt_username,
+                password=password,
+            )
+        )
+    return servers
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from sim_plant.simulation import Simulation
+
+    plant = PLANTS[args.plant](seed=args.seed)
+    writes = WriteLog()
+    servers = build_servers(args, plant.name, plant.TAGS, writes)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    recorder = RecordingWriter(args.record, plant.tag_names(), args.record_true) if args.record else None
+    started: list[PlantServer] = []
+    try:
+        for server in servers:
+            await server.start()
+            started.append(server)
+            print(f"endpoint {server.protocol} {server.endpoint}", flush=True)
+        print(
+            f"serving the {args.plant} plant ({len(plant.TAGS)} tags) at speed {args.speed:g}; Ctrl-C stops", flush=True
+        )
+        steps = await Simulation(plant, servers, speed=args.speed, recorder=recorder).run(stop, args.steps)
+    finally:
+        for server in reversed(started):
+            await server.stop()
+        if recorder is not None:
+            recorder.close()
+    counts = writes.counts()
+    detail = ", ".join(f"{p} {k}: {n}" for (p, k), n in sorted(counts.items())) or "none"
+    print(f"served {steps} scans; write attempts by clients: {len(writes)} ({detail})", flush=True)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return asyncio.run(serve(args))
