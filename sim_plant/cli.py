@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--modbus-word-order", choices=["big", "little"], default="big")
     p.add_argument("--no-modbus", action="store_true")
     p.add_argument("--mqtt-broker", metavar="HOST:PORT", help="publish to this broker (no MQTT without it)")
+    p.add_argument(
+        "--embedded-broker", metavar="HOST:PORT", help="run an MQTT broker in this process and publish to it"
+    )
     p.add_argument("--mqtt-username")
     p.add_argument("--mqtt-password-env", metavar="NAME", help="environment variable holding the MQTT password")
     p.add_argument("--speed", type=float, default=1.0, help="plant seconds per wall second (default 1)")
@@ -56,10 +59,11 @@ def build_servers(args: argparse.Namespace, plant_name: str, tags, writes: Write
                 plant_name, tags, writes, host=args.host, port=args.modbus_port, word_order=args.modbus_word_order
             )
         )
-    if args.mqtt_broker:
+    broker = args.mqtt_broker or args.embedded_broker
+    if broker:
         from sim_plant.servers.mqtt import MqttPlantServer
 
-        host, _, port = args.mqtt_broker.rpartition(":")
+        host, _, port = broker.rpartition(":")
         password = os.environ.get(args.mqtt_password_env) if args.mqtt_password_env else None
         servers.append(
             MqttPlantServer(
@@ -87,7 +91,15 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     recorder = RecordingWriter(args.record, plant.tag_names(), args.record_true) if args.record else None
     started: list[PlantServer] = []
+    broker = None
     try:
+        if args.embedded_broker:
+            from sim_plant.broker import EmbeddedBroker
+
+            host, _, port = args.embedded_broker.rpartition(":")
+            broker = EmbeddedBroker(host or "127.0.0.1", int(port))
+            await broker.start()
+            print(f"endpoint broker {broker.endpoint}", flush=True)
         for server in servers:
             await server.start()
             started.append(server)
@@ -99,6 +111,8 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         for server in reversed(started):
             await server.stop()
+        if broker is not None:
+            await broker.stop()
         if recorder is not None:
             recorder.close()
     counts = writes.counts()

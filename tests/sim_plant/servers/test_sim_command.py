@@ -148,3 +148,57 @@ def test_sim_serves_one_plant_over_all_three_protocols(tmp_path: Path, mosquitto
     assert rows[0].split(",")[1:-1] == [t.name for t in tags]
     served = int(re.search(r"served (\d+) scans", out)[1])  # type: ignore[index]
     assert served >= 2 and len(rows) == served + 1
+
+
+def test_sim_embedded_broker_needs_no_external_server(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "sim",
+            "--plant",
+            "radiological",
+            "--no-opcua",
+            "--no-modbus",
+            "--embedded-broker",
+            f"127.0.0.1:{port}",
+            "--speed",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"endpoint broker mqtt://127.0.0.1:{port}"
+        sub = subprocess.run(
+            [
+                require("mosquitto_sub"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-t",
+                "plantwatch/radiological/#",
+                "-C",
+                "5",
+                "-W",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+        assert sub.returncode == 0, sub.stderr
+        assert len([json.loads(line) for line in sub.stdout.splitlines()]) == 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
