@@ -72,6 +72,17 @@ def to_score(stat: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def to_score_negated(neg_stat: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``to_score(-neg_stat)``, bit for bit, for a detector that computed its statistic negated.
+
+    Scaling by ``-c`` instead of ``c`` costs nothing and gives exactly the negated
+    product, so such a detector saves ``to_score`` its first pass.
+    """
+    out = np.exp2(neg_stat, out=out)
+    np.subtract(1.0, out, out=out)
+    return out
+
+
 def scale_floor(limits: TagLimits, min_std: np.ndarray) -> np.ndarray:
     """Smallest spread a baseline may learn, so a flat signal does not give infinite z.
 
@@ -79,6 +90,20 @@ def scale_floor(limits: TagLimits, min_std: np.ndarray) -> np.ndarray:
     """
     span_floor = np.nan_to_num(limits.span * 1e-3, nan=0.0)
     return np.maximum(np.maximum(min_std, span_floor), 1e-9)
+
+
+def uniform(a: np.ndarray) -> np.ndarray | float:
+    """A per-tag parameter as one float where every tag has the very same value, else the array.
+
+    Broadcasting a scalar saves numpy one stream through memory per operation
+    and gives bit-for-bit the same numbers.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1 and a.size > 0:
+        raw = a.view(np.int64)
+        if bool(np.all(raw == raw[0])):
+            return float(a[0])
+    return a
 
 
 class Detector(ABC):
@@ -95,7 +120,6 @@ class Detector(ABC):
     fault: ClassVar[str]
     applies_to_discrete: ClassVar[bool] = False
     _warm: np.ndarray | None = None
-    _settled: bool = False  # see SettlingWeight
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
         self.params = dict(params)
@@ -148,8 +172,11 @@ class Detector(ABC):
             else:
                 known = rows >= 0
                 current[known] = saved[rows[known]]
+        self._forget_caches()
+
+    def _forget_caches(self) -> None:
+        """Drop everything derived from the state arrays (``load_state`` just replaced them)."""
         self._warm = None
-        self._settled = False
 
     def state_nbytes(self) -> int:
         return sum(np.asarray(getattr(self, f)).nbytes for f in self.state_fields)
@@ -208,19 +235,48 @@ class SettlingWeight:
     alpha: np.ndarray
     enabled: np.ndarray
     count: np.ndarray
-    _settled: bool
-    _one_minus_alpha: np.ndarray
+    _settled: bool = False
+    _settled_weight: tuple[np.ndarray | float, np.ndarray | float]
 
-    def learning_weight(self) -> tuple[np.ndarray, np.ndarray]:
+    def _forget_caches(self) -> None:
+        self._settled = False
+        super()._forget_caches()  # type: ignore[misc]
+
+    def learning_weight(self) -> tuple[np.ndarray | float, np.ndarray | float]:
         """``(a, 1 - a)`` for this tick; only the enabled tags' entries are meaningful."""
         if self._settled:
-            return self.alpha, self._one_minus_alpha
+            return self._settled_weight
         with np.errstate(divide="ignore", invalid="ignore"):
             a = np.maximum(self.alpha, 1.0 / (self.count + 1.0))
         if bool(np.all((a == self.alpha) | ~self.enabled)):
             self._settled = True
-            self._one_minus_alpha = 1.0 - self.alpha
+            alpha = uniform(self.alpha)
+            self._settled_weight = (alpha, 1.0 - alpha)
         return a, 1.0 - a
+
+
+class ResidualCache:
+    """Keeps the residual ``x - mean`` that ``score`` computed for ``update`` of the same tick.
+
+    It is handed over only when ``update`` gets the very array object ``score``
+    saw (the bank passes the same one to both), and is forgotten after one use
+    and by ``load_state``, so the numbers are those ``update`` would compute.
+    """
+
+    _residual: np.ndarray | None = None
+    _residual_of: np.ndarray | None = None
+
+    def _keep_residual(self, x: np.ndarray, residual: np.ndarray) -> None:
+        self._residual, self._residual_of = residual, x
+
+    def _take_residual(self, x: np.ndarray) -> np.ndarray | None:
+        residual = self._residual if self._residual_of is x else None
+        self._residual = self._residual_of = None
+        return residual
+
+    def _forget_caches(self) -> None:
+        self._residual = self._residual_of = None
+        super()._forget_caches()  # type: ignore[misc]
 
 
 def ewma_learn(
@@ -230,12 +286,15 @@ def ewma_learn(
     x: np.ndarray,
     learn: np.ndarray,
     alpha: np.ndarray,
-    weight: tuple[np.ndarray, np.ndarray] | None = None,
+    weight: tuple[np.ndarray | float, np.ndarray | float] | None = None,
+    diff: np.ndarray | None = None,
 ) -> None:
     """Move an exponentially weighted mean and variance towards ``x`` where ``learn``.
 
     The weight is ``max(alpha, 1/(count+1))`` (see ``SettlingWeight``); a
-    caller that already knows it and ``1 - weight`` passes them as ``weight``.
+    caller that already knows it and ``1 - weight`` passes them as ``weight``,
+    and one that already has ``x - mean`` in a scratch array passes it as
+    ``diff`` (which is then overwritten).
     """
     with np.errstate(invalid="ignore"):
         if weight is None:
@@ -243,8 +302,16 @@ def ewma_learn(
             one_minus_a = 1.0 - a
         else:
             a, one_minus_a = weight
-        diff = x - mean
+        if diff is None:
+            diff = x - mean
         incr = a * diff
+        if learn.all():  # the usual tick: every tag learns, so update in place (same numbers)
+            diff *= incr
+            var += diff
+            var *= one_minus_a
+            mean += incr
+            count += 1.0
+            return
         new_var = var + diff * incr
         new_var *= one_minus_a
         incr += mean

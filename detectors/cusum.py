@@ -17,12 +17,14 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
+    ResidualCache,
     SettlingWeight,
     TagLimits,
     WarmupByCount,
     ewma_learn,
     scale_floor,
-    to_score,
+    to_score_negated,
+    uniform,
 )
 
 
@@ -39,7 +41,7 @@ class CusumParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class CusumDetector(SettlingWeight, WarmupByCount, Detector):
+class CusumDetector(SettlingWeight, ResidualCache, WarmupByCount, Detector):
     name: ClassVar[str] = "cusum"
     Params: ClassVar[type[DetectorParams]] = CusumParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count", "s_hi", "s_lo")
@@ -51,9 +53,10 @@ class CusumDetector(SettlingWeight, WarmupByCount, Detector):
         self.alpha = np.asarray(self.params["alpha"], dtype=np.float64)
         self.k = np.asarray(self.params["k"], dtype=np.float64)
         self.warmup = np.asarray(self.params["warmup"], dtype=np.float64)
-        self._inv_h = 1.0 / np.asarray(self.params["h"], dtype=np.float64)
+        self._k = uniform(self.k)
+        self._neg_inv_h = uniform(-1.0 / np.asarray(self.params["h"], dtype=np.float64))
         floor = scale_floor(limits, np.asarray(self.params["min_std"], dtype=np.float64))
-        self._var_floor = floor * floor
+        self._var_floor = uniform(floor * floor)
         self.mean = np.zeros(n)
         self.var = np.zeros(n)
         self.count = np.zeros(n)
@@ -65,23 +68,35 @@ class CusumDetector(SettlingWeight, WarmupByCount, Detector):
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         active = valid & self.warm()
         with np.errstate(invalid="ignore"):
-            r = np.subtract(x, self.mean)
-            r /= np.sqrt(np.maximum(self.var, self._var_floor))
+            diff = np.subtract(x, self.mean)
+            self._keep_residual(x, diff)
+            sd = np.maximum(self.var, self._var_floor)
+            r = np.divide(diff, np.sqrt(sd, out=sd), out=sd)
             hi = self.s_hi + r
-            hi -= self.k
+            hi -= self._k
             np.maximum(hi, 0.0, out=hi)
-            lo = self.s_lo - r
-            lo -= self.k
+            lo = np.subtract(self.s_lo, r, out=r)  # r is not needed any more
+            lo -= self._k
             np.maximum(lo, 0.0, out=lo)
         # Kept for update(): the sums move with every valid sample, flagged or not.
-        np.copyto(hi, self.s_hi, where=~active)
-        np.copyto(lo, self.s_lo, where=~active)
+        if not active.all():
+            np.copyto(hi, self.s_hi, where=~active)
+            np.copyto(lo, self.s_lo, where=~active)
         self._next_hi, self._next_lo = hi, lo
         stat = np.maximum(hi, lo)
-        stat *= self._inv_h
-        return to_score(stat, out=stat)
+        stat *= self._neg_inv_h  # the statistic, negated
+        return to_score_negated(stat, out=stat)
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
         self.s_hi = self._next_hi
         self.s_lo = self._next_lo
-        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha, self.learning_weight())
+        ewma_learn(
+            self.mean,
+            self.var,
+            self.count,
+            x,
+            learn & self.enabled,
+            self.alpha,
+            self.learning_weight(),
+            self._take_residual(x),
+        )

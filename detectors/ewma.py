@@ -15,12 +15,14 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
+    ResidualCache,
     SettlingWeight,
     TagLimits,
     WarmupByCount,
     ewma_learn,
     scale_floor,
-    to_score,
+    to_score_negated,
+    uniform,
 )
 
 
@@ -31,7 +33,7 @@ class EwmaParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class EwmaDetector(SettlingWeight, WarmupByCount, Detector):
+class EwmaDetector(SettlingWeight, ResidualCache, WarmupByCount, Detector):
     name: ClassVar[str] = "ewma"
     Params: ClassVar[type[DetectorParams]] = EwmaParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count")
@@ -43,20 +45,34 @@ class EwmaDetector(SettlingWeight, WarmupByCount, Detector):
         self.alpha = np.asarray(self.params["alpha"], dtype=np.float64)
         self.warmup = np.asarray(self.params["warmup"], dtype=np.float64)
         floor = scale_floor(limits, np.asarray(self.params["min_std"], dtype=np.float64))
-        self._inv_limit = 1.0 / np.asarray(self.params["z_limit"], dtype=np.float64)
-        self._var_floor = floor * floor
+        self._neg_inv_limit = uniform(-1.0 / np.asarray(self.params["z_limit"], dtype=np.float64))
+        self._var_floor = uniform(floor * floor)
         self.mean = np.zeros(n)
         self.var = np.zeros(n)
         self.count = np.zeros(n)
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):
-            stat = np.subtract(x, self.mean)
+            diff = np.subtract(x, self.mean)
+            self._keep_residual(x, diff)
+            sd = np.maximum(self.var, self._var_floor)
+            # |diff| / sd, computed as |diff / sd| (the same bits, as sd > 0) in sd's buffer.
+            stat = np.divide(diff, np.sqrt(sd, out=sd), out=sd)
             np.abs(stat, out=stat)
-            stat /= np.sqrt(np.maximum(self.var, self._var_floor))
-            stat *= self._inv_limit
-            stat[~(valid & self.warm())] = 0.0
-        return to_score(stat, out=stat)
+            stat *= self._neg_inv_limit  # the statistic, negated
+            scored = valid & self.warm()
+            if not scored.all():
+                stat[~scored] = 0.0
+        return to_score_negated(stat, out=stat)
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
-        ewma_learn(self.mean, self.var, self.count, x, learn & self.enabled, self.alpha, self.learning_weight())
+        ewma_learn(
+            self.mean,
+            self.var,
+            self.count,
+            x,
+            learn & self.enabled,
+            self.alpha,
+            self.learning_weight(),
+            self._take_residual(x),
+        )

@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, to_score
+from detectors.base import Detector, DetectorParams, TagLimits, to_score, uniform
 
 
 class FlatlineParams(DetectorParams):
@@ -30,17 +30,36 @@ class FlatlineDetector(Detector):
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
         super().__init__(params, limits)
         n = self.n_tags
-        self._inv_after = 1.0 / np.asarray(self.params["after_s"], dtype=np.float64)
+        self._inv_after = uniform(1.0 / np.asarray(self.params["after_s"], dtype=np.float64))
         self.tolerance = np.asarray(self.params["tolerance"], dtype=np.float64)
+        self._tolerance = uniform(self.tolerance)
+        # No tolerance anywhere (the default): "unchanged" is plain equality of finite values.
+        self._exact = isinstance(self._tolerance, float) and self._tolerance == 0.0
         self.held_x = np.full(n, np.nan)
         self.held_since = np.full(n, np.nan)
+        self._same: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _unchanged(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        cached = self._same
+        if cached is not None and cached[0] is x and cached[1] is valid:  # score() saw this very tick
+            return cached[2]
+        if self._exact:  # |x - held| <= 0 holds exactly when x == held, for a finite x
+            same = np.equal(x, self.held_x)
+            same &= valid
+            same &= np.isfinite(x)
+            return same
         with np.errstate(invalid="ignore"):
-            return valid & (np.abs(x - self.held_x) <= self.tolerance)
+            return valid & (np.abs(x - self.held_x) <= self._tolerance)
+
+    def _forget_caches(self) -> None:
+        self._same = None
+        super()._forget_caches()
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
-        held = self._unchanged(x, valid) & self.enabled
+        same = self._unchanged(x, valid)
+        # Kept for update() of the same tick: it needs the same mask, and held_x has not moved.
+        self._same = (x, valid, same)
+        held = same & self.enabled
         if not held.any():  # the usual tick: every live tag moved
             return np.zeros(self.n_tags)
         stat = np.subtract(ts, self.held_since)
@@ -50,5 +69,10 @@ class FlatlineDetector(Detector):
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
         moved = valid & ~self._unchanged(x, valid)
-        np.copyto(self.held_x, x, where=moved)
-        np.copyto(self.held_since, ts, where=moved)
+        self._same = None  # held_x moves now
+        if moved.all():  # the usual tick: every tag moved
+            np.copyto(self.held_x, x)
+            self.held_since.fill(ts)
+        else:
+            np.copyto(self.held_x, x, where=moved)
+            np.copyto(self.held_since, ts, where=moved)

@@ -32,18 +32,32 @@ class LimitDetector(Detector):
             self._inv_lo_band = np.where(self.enabled, 1.0 / np.maximum(limits.lo - lolo, 1e-12), 0.0)
         self._hi = np.where(self.enabled, limits.hi, np.inf)
         self._lo = np.where(self.enabled, limits.lo, -np.inf)
+        # A quick, conservative pre-check for score(): a sample strictly between the guards
+        # is certainly scored 0 (its statistic below is negative, even after rounding), so a
+        # tick with every sample between them skips the arithmetic. The margins are a relative
+        # 2**-40 of the limit plus a band's 2**-1000, far beyond any rounding or underflow;
+        # samples outside the guards take the exact path below. A disabled tag never scores
+        # (its statistic is NaN), so its guards are infinite.
+        with np.errstate(invalid="ignore", over="ignore"):
+            hi_band = np.maximum(hihi - limits.hi, 1e-12)
+            lo_band = np.maximum(limits.lo - lolo, 1e-12)
+            hi_guard = limits.hi - (np.abs(limits.hi) * 2.0**-40 + hi_band * 2.0**-1000)
+            lo_guard = limits.lo + (np.abs(limits.lo) * 2.0**-40 + lo_band * 2.0**-1000)
+        self._hi_guard = np.where(self.enabled, np.where(np.isnan(hi_guard), -np.inf, hi_guard), np.inf)
+        self._lo_guard = np.where(self.enabled, np.where(np.isnan(lo_guard), np.inf, lo_guard), -np.inf)
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        near = x >= self._hi_guard
+        near |= x <= self._lo_guard
+        if not (near & valid).any():  # the usual tick: everything well within its range
+            return np.zeros(self.n_tags)
         with np.errstate(invalid="ignore"):
             above = (x - self._hi) * self._inv_hi_band
             below = (self._lo - x) * self._inv_lo_band
             np.maximum(above, below, out=above)
             outside = above >= 0.0
-            outside &= valid
-            if not outside.any():  # the usual tick: everything within its range
-                return np.zeros(self.n_tags)
             above += 1.0
-            stat = np.where(outside, above, 0.0)
+            stat = np.where(outside & valid, above, 0.0)
         return to_score(stat, out=stat)
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from detectors.base import (
     WarmupByCount,
     scale_floor,
     to_score,
+    uniform,
 )
 
 
@@ -48,25 +49,35 @@ class RateDetector(SettlingWeight, WarmupByCount, Detector):
         self.warmup = np.asarray(self.params["warmup"], dtype=np.float64)
         self._fixed = np.isfinite(self.max_rate)
         self._any_fixed = bool(self._fixed.any())
-        self._floor = scale_floor(limits, np.zeros(n))
+        self._floor = uniform(scale_floor(limits, np.zeros(n)))
+        self._k = uniform(self.k)
         self.prev_x = np.full(n, np.nan)
         self.prev_ts = np.full(n, np.nan)
         self.mean_rate = np.zeros(n)
         self.count = np.zeros(n)
         self._rate = np.zeros(n)
+        self._prev_ts_all: np.float64 | None = None  # the one value of prev_ts, when it has one
+
+    def _forget_caches(self) -> None:
+        self._prev_ts_all = None
+        super()._forget_caches()
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = np.subtract(x, self.prev_x)
             np.abs(rate, out=rate)
-            rate /= np.maximum(ts - self.prev_ts, 1e-6)
+            if self._prev_ts_all is not None:  # the last tick was valid everywhere: one dt for all
+                rate /= np.maximum(ts - self._prev_ts_all, 1e-6)
+            else:
+                dt = np.subtract(ts, self.prev_ts)
+                rate /= np.maximum(dt, 1e-6, out=dt)
             self._rate = rate  # NaN where there is no previous valid sample
             if self._any_fixed:
                 limit = np.where(self._fixed, self.max_rate, self.k * self.mean_rate)
             else:  # the usual case: every limit is learned
-                limit = self.k * self.mean_rate
+                limit = self._k * self.mean_rate
             np.maximum(limit, self._floor, out=limit)
-            stat = rate / limit
+            stat = np.divide(rate, limit, out=limit)
         stat[~(valid & self.warm() & np.isfinite(rate))] = 0.0
         return to_score(stat, out=stat)
 
@@ -75,9 +86,21 @@ class RateDetector(SettlingWeight, WarmupByCount, Detector):
         learn = learn & self.enabled & np.isfinite(rate)
         a, _ = self.learning_weight()
         with np.errstate(invalid="ignore"):
-            new_mean = self.mean_rate + a * (rate - self.mean_rate)
-        np.copyto(self.mean_rate, new_mean, where=learn)
-        self.count += learn
+            step = rate - self.mean_rate
+            step *= a
+        if learn.all():  # the usual tick: update in place (same numbers)
+            self.mean_rate += step
+            self.count += 1.0
+        else:
+            step += self.mean_rate
+            np.copyto(self.mean_rate, step, where=learn)
+            self.count += learn
         # The previous sample always moves on: a past spike must not keep scoring.
-        np.copyto(self.prev_x, x, where=valid)
-        np.copyto(self.prev_ts, ts, where=valid)
+        if valid.all():
+            np.copyto(self.prev_x, x)
+            self.prev_ts.fill(ts)
+            self._prev_ts_all = self.prev_ts[0] if self.n_tags else None
+        else:
+            np.copyto(self.prev_x, x, where=valid)
+            np.copyto(self.prev_ts, ts, where=valid)
+            self._prev_ts_all = None

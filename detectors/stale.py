@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, to_score
+from detectors.base import Detector, DetectorParams, TagLimits, to_score, uniform
 
 
 class StaleParams(DetectorParams):
@@ -30,7 +30,7 @@ class StaleDetector(Detector):
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
         super().__init__(params, limits)
-        self._inv_after = 1.0 / np.asarray(self.params["after_s"], dtype=np.float64)
+        self._inv_after = uniform(1.0 / np.asarray(self.params["after_s"], dtype=np.float64))
         self.last_seen = np.full(self.n_tags, np.nan)
         self._first_tick = True
 
@@ -49,4 +49,7 @@ class StaleDetector(Detector):
         if self._first_tick:
             np.copyto(self.last_seen, ts, where=np.isnan(self.last_seen))
             self._first_tick = False
-        np.copyto(self.last_seen, ts, where=valid)
+        if valid.all():
+            self.last_seen.fill(ts)
+        else:
+            np.copyto(self.last_seen, ts, where=valid)

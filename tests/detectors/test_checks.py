@@ -154,6 +154,22 @@ def test_run_equals_tick_by_tick(cls: type[Detector]) -> None:
     assert np.array_equal(batch, rows)
 
 
+@each_detector
+def test_reused_input_buffers(cls: type[Detector]) -> None:
+    """A caller that refills the same x and valid arrays every tick gets the same scores."""
+    X, ts, valid, limits = stress_stream(cls)
+    expected = build(cls, limits).run(X, ts, valid)
+    det = build(cls, limits)
+    x, v = np.empty(X.shape[1]), np.empty(X.shape[1], dtype=bool)
+    got = np.empty(X.shape)
+    for i in range(X.shape[0]):
+        np.copyto(x, X[i])
+        np.copyto(v, valid[i])
+        got[i] = det.score(x, float(ts[i]), v)
+        det.update(x, float(ts[i]), v, v & (got[i] < THRESHOLD))
+    assert np.array_equal(expected, got)
+
+
 # -- (c) snapshots ----------------------------------------------------------------------------------
 @each_detector
 @pytest.mark.parametrize("split", [450, 600])
@@ -268,6 +284,27 @@ def test_invalid_samples_are_ignored(cls: type[Detector]) -> None:
     assert np.array_equal(a, b)
 
 
+@each_detector
+def test_tags_are_independent(cls: type[Detector]) -> None:
+    """A tag's scores depend on its own samples only, whatever the other tags do (gaps, wild values)."""
+    s = fault_stream(cls.fault)
+    rng = np.random.default_rng(5)
+    X, valid = s.X.copy(), s.valid.copy()
+    others = np.zeros(X.shape, dtype=bool)
+    others[:, s.n_tags // 2 :] = True
+    gone = others & (rng.random(X.shape) < 0.2)
+    X[gone] = np.nan
+    valid[gone] = False
+    wild = others & ~gone & (rng.random(X.shape) < 0.05)
+    X[wild] += rng.choice([-40.0, 40.0], size=int(wild.sum()))
+    X[rng.integers(0, s.n_ticks, 40), s.n_tags - 1] = X[0, s.n_tags - 1]  # a sticky value here and there
+    valid[np.isfinite(X) & others] = True
+    alone = build(cls, s.limits).run(s.X, s.ts, s.valid)
+    mixed = build(cls, s.limits).run(X, s.ts, valid)
+    mine = slice(0, s.n_tags // 2)
+    assert np.array_equal(alone[:, mine], mixed[:, mine])
+
+
 # -- (g) it catches its fault ------------------------------------------------------------------------
 @each_detector
 def test_detects_its_fault(cls: type[Detector]) -> None:
@@ -296,6 +333,26 @@ def test_detects_its_fault_through_sporadic_gaps(cls: type[Detector]) -> None:
     peak = scores[s.window][:, s.faulted].max(axis=0)
     assert (peak >= THRESHOLD).all(), f"{cls.name} misses {cls.fault} through gaps: peaks {peak}"
     assert (scores[300:, ~s.faulted] >= THRESHOLD).mean() < 0.01, f"{cls.name} false alarms on gaps"
+
+
+def test_limit_detector_at_its_limits() -> None:
+    """The one detector whose scale is fixed by config: 0.5 exactly at hi/lo, 0.75 at hihi/lolo."""
+    limits = TagLimits(
+        lo=np.array([0.0, -5.0, 1e-3]),
+        hi=np.array([10.0, 5.0, 2e-3]),
+        lolo=np.array([-5.0, np.nan, np.nan]),
+        hihi=np.array([20.0, np.nan, np.nan]),
+        discrete=np.zeros(3, dtype=bool),
+    )
+    det = build(DETECTORS["limits"], limits)
+    v = np.ones(3, dtype=bool)
+    np.testing.assert_array_equal(det.score(limits.hi, 0.0, v), [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(det.score(limits.lo, 0.0, v), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(det.score(np.array([20.0, 7.5, 2.25e-3]), 0.0, v), 0.75)
+    np.testing.assert_allclose(det.score(np.array([-5.0, -7.5, 0.75e-3]), 0.0, v), 0.75)
+    just_inside = det.score(np.nextafter(limits.hi, -np.inf), 0.0, v)
+    assert (just_inside == 0.0).all()
+    np.testing.assert_array_equal(det.score(np.array([5.0, 0.0, 1.5e-3]), 0.0, v), 0.0)
 
 
 # -- (h) a flagged sample is not learned -------------------------------------------------------------
