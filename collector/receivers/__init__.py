@@ -11,10 +11,14 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from collector.receivers.base import Receiver, ReceiverContext, SourceStatus
+from collector.receivers.mqtt import MqttReceiver
+from collector.receivers.opcua import OpcUaReceiver
 from collector.receivers.replay import ReplayReceiver
 
 RECEIVERS: dict[str, type[Receiver]] = {
     ReplayReceiver.kind: ReplayReceiver,
+    MqttReceiver.kind: MqttReceiver,
+    OpcUaReceiver.kind: OpcUaReceiver,
 }
 
 SourceConfig = Annotated[
