@@ -74,6 +74,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector.demo import run_demo
+    from collector.logs import setup_logging
+    from sim_plant.configs import Ports
+
+    setup_logging(args.log_level, args.log_format)
+    ports = Ports(args.opcua_port, args.modbus_port, args.mqtt_port, args.metrics_port)
+    state_dir = args.state_dir or Path("state") / f"demo-{args.plant}"
+    return asyncio.run(run_demo(args.plant, state_dir, ports, args.speed, args.seed))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plantwatch", description="Anomaly detection beside the SCADA of critical infrastructure."
@@ -107,8 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     from sim_plant.cli import add_parser as add_sim_parser
+    from sim_plant.plants import PLANTS
 
     add_sim_parser(sub)
+
+    demo = sub.add_parser("demo", help="run a simulated plant and the daemon watching it over all three protocols")
+    demo.add_argument("--plant", choices=sorted(PLANTS), default="oil")
+    demo.add_argument("--speed", type=float, default=1.0, help="plant seconds per wall second")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--state-dir", type=Path, help="default: state/demo-<plant> under the working directory")
+    demo.add_argument("--opcua-port", type=int, default=4840)
+    demo.add_argument("--modbus-port", type=int, default=5020)
+    demo.add_argument("--mqtt-port", type=int, default=11883)
+    demo.add_argument("--metrics-port", type=int, default=9108)
+    logging_options(demo)
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

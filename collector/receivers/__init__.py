@@ -11,6 +11,7 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from collector.receivers.base import Receiver, ReceiverContext, SourceStatus
+from collector.receivers.modbus import ModbusReceiver
 from collector.receivers.mqtt import MqttReceiver
 from collector.receivers.opcua import OpcUaReceiver
 from collector.receivers.replay import ReplayReceiver
@@ -19,6 +20,7 @@ RECEIVERS: dict[str, type[Receiver]] = {
     ReplayReceiver.kind: ReplayReceiver,
     MqttReceiver.kind: MqttReceiver,
     OpcUaReceiver.kind: OpcUaReceiver,
+    ModbusReceiver.kind: ModbusReceiver,
 }
 
 SourceConfig = Annotated[
