@@ -77,3 +77,10 @@ def test_stop_ends_the_loop_promptly() -> None:
         return await asyncio.wait_for(task, 2.0)
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_tag_page_is_current() -> None:
+    """sim_plant/PLANTS.md is written from the catalog; regenerate with `python -m sim_plant.docs`."""
+    from sim_plant.docs import PAGE, render
+
+    assert PAGE.read_text() == render()
