@@ -9,6 +9,7 @@ error by kind, and retries; the daemon goes on.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -45,6 +46,15 @@ class ReceiverContext:
     tick_s: float
     log: logging.Logger
     clock: Callable[[], float] = time.time
+
+
+def reconnect_delay(failures: int, min_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with jitter: min_s doubled per failure, at most max_s, drawn in [d/2, d].
+
+    The jitter keeps many sources that lost the same server from reconnecting in lock step.
+    """
+    delay = min(max_s, min_s * 2.0 ** min(failures, 30))
+    return delay * (rng or random).uniform(0.5, 1.0)
 
 
 class Receiver(ABC):

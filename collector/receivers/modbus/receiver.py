@@ -24,7 +24,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from collector.logs import LogOnce
-from collector.receivers.base import Receiver, ReceiverContext
+from collector.receivers.base import Receiver, ReceiverContext, reconnect_delay
 from collector.receivers.modbus.decode import Block, DecodeError, Entry, plan_blocks
 from collector.receivers.modbus.options import ModbusOptions
 from collector.samples import Quality, SampleBatch
@@ -178,9 +178,7 @@ class ModbusReceiver(Receiver):
 
     def _backoff(self, failures: int) -> float:
         """Delay before the next connect: doubling from reconnect_min_s, capped, jittered in [d/2, d]."""
-        opts = self.options
-        delay = min(opts.reconnect_max_s, opts.reconnect_min_s * 2.0 ** min(failures, 30))
-        return delay * self._rng.uniform(0.5, 1.0)
+        return reconnect_delay(failures, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng)
 
     async def _poll_until_lost(self, client: AsyncModbusTcpClient) -> None:
         loop = asyncio.get_running_loop()

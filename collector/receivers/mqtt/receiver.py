@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 import ssl
 import threading
@@ -36,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.logs import LogOnce
-from collector.receivers.base import Receiver, ReceiverContext
+from collector.receivers.base import Receiver, ReceiverContext, reconnect_delay
 from collector.receivers.mqtt.decode import PayloadError, decode
 from collector.receivers.mqtt.options import MAX_PACKET, MqttOptions, TopicOptions
 from collector.samples import Quality, SampleBatch
@@ -278,10 +277,9 @@ class MqttReceiver(Receiver):
         return props
 
     def _backoff(self) -> float:
-        opts = self.options
-        delay = min(opts.reconnect_max_s, opts.reconnect_min_s * 2.0 ** min(self._attempt, 30))
+        delay = reconnect_delay(self._attempt, self.options.reconnect_min_s, self.options.reconnect_max_s)
         self._attempt += 1
-        return random.uniform(delay / 2.0, delay)
+        return delay
 
     def _network_main(self) -> None:
         try:

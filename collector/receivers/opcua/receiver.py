@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from collector.logs import LogOnce
-from collector.receivers.base import Receiver, ReceiverContext
+from collector.receivers.base import Receiver, ReceiverContext, reconnect_delay
 from collector.receivers.opcua.nodes import NodeIdError, NodeKey, parse_node_key
 from collector.receivers.opcua.options import OpcUaOptions
 from collector.samples import Quality, SampleBatch
@@ -196,9 +196,7 @@ class OpcUaReceiver(Receiver):
             self._mark_down()
 
     def _backoff(self, failures: int) -> float:
-        opts = self.options
-        base = min(opts.reconnect_max_s, opts.reconnect_min_s * 2.0 ** min(failures, 30))
-        return base * (0.5 + 0.5 * self._rng.random())
+        return reconnect_delay(failures, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng)
 
     def _mark_down(self) -> None:
         """Down: status, and one BAD sample per tag so that they show BAD at once, not only stale."""
