@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 
 from prometheus_client import CollectorRegistry
 
@@ -69,4 +71,11 @@ async def serve(cfg: PlantConfig) -> int:
             "plantwatch stopped",
             extra={"journal_lines": runner.counters.journal_lines, "snapshot": str(store.path)},
         )
+    if runner.abandoned:
+        # The journal is closed and the snapshot written; a stuck receiver task would make
+        # asyncio.run wait for it forever, so leave now with the clean exit code.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -27,6 +27,7 @@ from collector.state import StateStore
 log = logging.getLogger("plantwatch.runner")
 
 FrameHook = Callable[[FrameResult], None]
+STOP_GRACE_S = 5.0
 
 
 def build_receivers(
@@ -73,6 +74,7 @@ class Runner:
         self.pipeline = Pipeline(cfg, [r.live for r in self.receivers])
         self.counters = DaemonCounters()
         self._next_snapshot = math.inf
+        self.abandoned: list[asyncio.Task[None]] = []  # receivers that ignored cancellation at shutdown
         self._warn_once = LogOnce(log)
         self._seen = {"non_finite": 0, "late": 0, "too_early": 0, "unknown_tag": 0, "queue_full": 0}
 
@@ -129,10 +131,17 @@ class Runner:
         finally:
             for task in tasks:
                 task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for r, result in zip(self.receivers, results, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                    log.error("receiver stopped with an error", extra={"source": r.name, "error": repr(result)})
+            # A receiver whose library swallows the cancellation must not hold the shutdown hostage:
+            # after STOP_GRACE_S it is abandoned (and logged), and the journal and snapshot still get written.
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S) if tasks else (set(), set())
+            for r, task in zip(self.receivers, tasks, strict=True):
+                if task in pending:
+                    self.abandoned.append(task)
+                    log.error("receiver did not stop; abandoned", extra={"source": r.name, "grace_s": STOP_GRACE_S})
+                elif not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "receiver stopped with an error", extra={"source": r.name, "error": repr(task.exception())}
+                    )
             self._take()  # what the receivers had already queued is scored, not lost
             self.snapshot()
 

@@ -191,3 +191,42 @@ def test_state_store_falls_back_to_the_previous_snapshot(tmp_path: Path) -> None
     arrays, meta = store.load()  # type: ignore[misc]
     assert meta["last_tick_ts"] == 1.0
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_shutdown_abandons_a_receiver_that_ignores_cancellation(tmp_path: Path) -> None:
+    """A library that swallows CancelledError must not hang the daemon's shutdown; state is still saved."""
+    import collector.runner as runner_module
+    from collector.config import load_config
+    from collector.runner import Runner
+    from tests.conftest import demo_config
+
+    config, _ = demo_config(tmp_path)
+    cfg = load_config(config)
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue  # what a misbehaving client library does
+
+    async def scenario() -> Runner:
+        with AlertJournal(tmp_path / "alerts.jsonl") as journal:
+            runner = Runner(cfg, journal, realtime=True, store=StateStore(tmp_path / "state"))
+            runner.receivers[0].run = stubborn  # type: ignore[method-assign]
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.2, stop.set)  # once the receiver is running
+            await asyncio.wait_for(runner.run(stop), runner_module.STOP_GRACE_S + 3)
+        released.set()
+        await asyncio.gather(*runner.abandoned)
+        return runner
+
+    grace = runner_module.STOP_GRACE_S
+    runner_module.STOP_GRACE_S = 0.3
+    try:
+        runner = asyncio.run(scenario())
+    finally:
+        runner_module.STOP_GRACE_S = grace
+    assert len(runner.abandoned) == 1
+    assert (tmp_path / "state" / "snapshot.npz").exists()
