@@ -279,6 +279,27 @@ class ResidualCache:
         super()._forget_caches()  # type: ignore[misc]
 
 
+class LearnedBaseline(SettlingWeight, ResidualCache, WarmupByCount):
+    """An exponentially weighted mean and variance per tag, warm after ``warmup`` samples:
+    the baseline the z-score and CUSUM detectors share the learning of."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    alpha: np.ndarray
+
+    def _learn_baseline(self, x: np.ndarray, learn: np.ndarray) -> None:
+        ewma_learn(
+            self.mean,
+            self.var,
+            self.count,
+            x,
+            learn & self.enabled,
+            self.alpha,
+            self.learning_weight(),
+            self._take_residual(x),
+        )
+
+
 def ewma_learn(
     mean: np.ndarray,
     var: np.ndarray,

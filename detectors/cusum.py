@@ -17,11 +17,8 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
-    ResidualCache,
-    SettlingWeight,
+    LearnedBaseline,
     TagLimits,
-    WarmupByCount,
-    ewma_learn,
     scale_floor,
     to_score_negated,
     uniform,
@@ -41,7 +38,7 @@ class CusumParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class CusumDetector(SettlingWeight, ResidualCache, WarmupByCount, Detector):
+class CusumDetector(LearnedBaseline, Detector):
     name: ClassVar[str] = "cusum"
     Params: ClassVar[type[DetectorParams]] = CusumParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count", "s_hi", "s_lo")
@@ -90,13 +87,4 @@ class CusumDetector(SettlingWeight, ResidualCache, WarmupByCount, Detector):
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
         self.s_hi = self._next_hi
         self.s_lo = self._next_lo
-        ewma_learn(
-            self.mean,
-            self.var,
-            self.count,
-            x,
-            learn & self.enabled,
-            self.alpha,
-            self.learning_weight(),
-            self._take_residual(x),
-        )
+        self._learn_baseline(x, learn)

@@ -15,11 +15,8 @@ from pydantic import Field
 from detectors.base import (
     Detector,
     DetectorParams,
-    ResidualCache,
-    SettlingWeight,
+    LearnedBaseline,
     TagLimits,
-    WarmupByCount,
-    ewma_learn,
     scale_floor,
     to_score_negated,
     uniform,
@@ -33,7 +30,7 @@ class EwmaParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class EwmaDetector(SettlingWeight, ResidualCache, WarmupByCount, Detector):
+class EwmaDetector(LearnedBaseline, Detector):
     name: ClassVar[str] = "ewma"
     Params: ClassVar[type[DetectorParams]] = EwmaParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count")
@@ -66,13 +63,4 @@ class EwmaDetector(SettlingWeight, ResidualCache, WarmupByCount, Detector):
         return to_score_negated(stat, out=stat)
 
     def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
-        ewma_learn(
-            self.mean,
-            self.var,
-            self.count,
-            x,
-            learn & self.enabled,
-            self.alpha,
-            self.learning_weight(),
-            self._take_residual(x),
-        )
+        self._learn_baseline(x, learn)

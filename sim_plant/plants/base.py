@@ -16,6 +16,7 @@ variable number of random numbers, so it must not share a stream.)
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
@@ -87,7 +88,7 @@ def ramp(value: float, target: float, rate: float, dt: float) -> float:
     return target if abs(target - value) <= step else value + math.copysign(step, target - value)
 
 
-class Plant:
+class Plant(ABC):
     """A seeded, fixed-step plant model with closed control loops.
 
     Subclasses set ``name``, ``TAGS``, ``SETPOINTS`` (default values, keyed by the
@@ -186,14 +187,17 @@ class Plant:
         """The command an actuator receives: its controller's, unless an override forces it."""
         return self.actuator_overrides.get(tag, value)
 
+    @abstractmethod
     def _start(self) -> None:
-        raise NotImplementedError
+        """Steady initial state and controllers."""
 
+    @abstractmethod
     def _advance(self, z: list[float]) -> None:
-        raise NotImplementedError
+        """One ``dt`` of physics, given this step's disturbance draws ``z``."""
 
+    @abstractmethod
     def _values(self) -> list[float]:
-        raise NotImplementedError
+        """The true value of every tag, in ``TAGS`` order."""
 
     def _scan(self) -> None:
         true = np.array(self._values(), dtype=np.float64)
