@@ -3,7 +3,10 @@
 The simulator runs as a child process (its own core for the physics and the
 three servers, with an embedded MQTT broker); the daemon runs here with the
 plant's config written from the simulator's tag catalog, reading all three
-protocols. Stopping the demo (Ctrl-C, SIGTERM) stops both.
+protocols. Stopping the demo (Ctrl-C, SIGTERM) stops both. With a scenario
+the simulator plays its attack timeline from the first scan (``--speed``
+plays it faster) and its ``attack start``/``attack end`` lines go to the
+demo's log, so the alerts on /metrics can be read against the steps.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ log = logging.getLogger("plantwatch.demo")
 PROTOCOLS = ("broker", "opcua", "modbus", "mqtt")
 
 
-async def _start_sim(plant: str, ports: Ports, speed: float, seed: int) -> asyncio.subprocess.Process:
+async def _start_sim(
+    plant: str, ports: Ports, speed: float, seed: int, scenario: Path | None = None
+) -> asyncio.subprocess.Process:
     cmd = [
         sys.executable, "-m", "collector", "sim", "--plant", plant,
         "--opcua-port", str(ports.opcua), "--modbus-port", str(ports.modbus),
         "--embedded-broker", f"127.0.0.1:{ports.mqtt}", "--speed", str(speed), "--seed", str(seed),
     ]  # fmt: skip
+    if scenario is not None:
+        cmd += ["--scenario", str(scenario.resolve())]
     # Its own session: Ctrl-C reaches the daemon only, which stops first and then ends the simulator.
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, env=os.environ.copy(), start_new_session=True
@@ -53,16 +60,19 @@ async def _drain(proc: asyncio.subprocess.Process) -> None:
         log.info("simulator", extra={"line": line.decode().strip()})
 
 
-async def run_demo(plant: str, state_dir: Path, ports: Ports, speed: float = 1.0, seed: int = 0) -> int:
+async def run_demo(
+    plant: str, state_dir: Path, ports: Ports, speed: float = 1.0, seed: int = 0, scenario: Path | None = None
+) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir / f"{plant}.yaml"
     config.write_text(render(plant, ports, state_dir=str(state_dir.resolve())), encoding="utf-8")
     cfg = load_config(config)
-    sim = await _start_sim(plant, ports, speed, seed)
+    sim = await _start_sim(plant, ports, speed, seed, scenario)
     drain = asyncio.create_task(_drain(sim))
     print(
         f"plantwatch demo: the {plant} plant is served on OPC-UA :{ports.opcua}, Modbus :{ports.modbus}, "
-        f"MQTT :{ports.mqtt}; metrics on http://127.0.0.1:{ports.metrics}/metrics (config {config})",
+        f"MQTT :{ports.mqtt}; metrics on http://127.0.0.1:{ports.metrics}/metrics (config {config})"
+        + (f"; playing scenario {scenario}" if scenario is not None else ""),
         flush=True,
     )
     try:

@@ -3,6 +3,10 @@
 It prints one ``endpoint <protocol> <address>`` line per server as soon as
 clients can connect, so people and scripts alike know where to look, and at
 the end the number of write attempts clients made (plantwatch must make none).
+With ``--scenario`` it plays an attack timeline (``sim_plant/scenarios/``)
+from the first served scan on, announcing ``attack start <id> ...`` and
+``attack end <id>`` lines as steps begin and end, and ``--record`` writes the
+ground truth (``label``, ``attack``) beside the served values.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import sys
 from pathlib import Path
 
 from sim_plant.plants import PLANTS
-from sim_plant.record import RecordingWriter
+from sim_plant.record import DEFAULT_WARMUP_S, RecordingWriter
+from sim_plant.scenarios import Scenario, ScenarioError, ScenarioPlayer, load_scenario, warm_up
 from sim_plant.servers import PlantServer, WriteLog
 
 log = logging.getLogger("plantwatch.sim")
@@ -24,7 +29,8 @@ log = logging.getLogger("plantwatch.sim")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("sim", help="run a simulated plant served over OPC-UA, Modbus TCP and MQTT")
-    p.add_argument("--plant", choices=sorted(PLANTS), required=True)
+    p.add_argument("--plant", choices=sorted(PLANTS), help="required unless --scenario names the plant")
+    p.add_argument("--scenario", type=Path, help="play this attack scenario file (see sim_plant/scenarios/)")
     p.add_argument("--host", default="127.0.0.1", help="address the servers bind (default 127.0.0.1)")
     p.add_argument("--opcua-port", type=int, default=4840, help="0 picks a free port")
     p.add_argument("--no-opcua", action="store_true")
@@ -79,17 +85,46 @@ def build_servers(args: argparse.Namespace, plant_name: str, tags, writes: Write
     return servers
 
 
-async def serve(args: argparse.Namespace) -> int:
+def resolve_scenario(args: argparse.Namespace) -> Scenario | None:
+    """Load ``--scenario`` and settle the plant: named by either, and they must agree."""
+    scenario = load_scenario(args.scenario) if args.scenario is not None else None
+    if scenario is not None:
+        if args.plant is not None and args.plant != scenario.plant:
+            raise ScenarioError(f"--plant {args.plant} disagrees with {args.scenario}, a scenario for {scenario.plant}")
+        args.plant = scenario.plant
+    if args.plant is None:
+        raise ScenarioError("--plant is required without --scenario")
+    return scenario
+
+
+async def serve(args: argparse.Namespace, scenario: Scenario | None = None) -> int:
     from sim_plant.simulation import Simulation
 
     plant = PLANTS[args.plant](seed=args.seed)
+    player = None
+    if scenario is not None:
+        warm_up(plant, DEFAULT_WARMUP_S)  # as record_scenario does, so live and offline runs match
+        player = ScenarioPlayer(scenario, plant, seed=args.seed)
     writes = WriteLog()
     servers = build_servers(args, plant.name, plant.TAGS, writes)
+    intruder = None
+    broker_address = args.mqtt_broker or args.embedded_broker
+    if scenario is not None and broker_address and any(s.kind == "forged_mqtt" for s in scenario.steps):
+        from sim_plant.servers.mqtt import MqttPlantServer
+
+        host, _, port = broker_address.rpartition(":")
+        intruder = MqttPlantServer(
+            plant.name, plant.TAGS, WriteLog(), host=host or "127.0.0.1", port=int(port), client_id="intruder"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    recorder = RecordingWriter(args.record, plant.tag_names(), args.record_true) if args.record else None
+    recorder = (
+        RecordingWriter(args.record, plant.tag_names(), args.record_true, attack_column=scenario is not None)
+        if args.record
+        else None
+    )
     started: list[PlantServer] = []
     broker = None
     try:
@@ -104,10 +139,28 @@ async def serve(args: argparse.Namespace) -> int:
             await server.start()
             started.append(server)
             print(f"endpoint {server.protocol} {server.endpoint}", flush=True)
+        if intruder is not None:
+            await intruder.start()
+            started.append(intruder)
         print(
             f"serving the {args.plant} plant ({len(plant.TAGS)} tags) at speed {args.speed:g}; Ctrl-C stops", flush=True
         )
-        steps = await Simulation(plant, servers, speed=args.speed, recorder=recorder).run(stop, args.steps)
+        if scenario is not None:
+            print(
+                f"playing scenario {scenario.name} ({scenario.stealth}, {len(scenario.steps)} steps, "
+                f"{scenario.length_s:g} plant seconds)",
+                flush=True,
+            )
+        simulation = Simulation(
+            plant,
+            servers,
+            speed=args.speed,
+            recorder=recorder,
+            player=player,
+            intruder=intruder,
+            announce=lambda line: print(line, flush=True),
+        )
+        steps = await simulation.run(stop, args.steps)
     finally:
         for server in reversed(started):
             await server.stop()
@@ -123,4 +176,12 @@ async def serve(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    return asyncio.run(serve(args))
+    try:
+        scenario = resolve_scenario(args)
+        forges = scenario is not None and any(step.kind == "forged_mqtt" for step in scenario.steps)
+        if forges and not (args.mqtt_broker or args.embedded_broker):
+            raise ScenarioError(f"{args.scenario} forges MQTT messages: give --mqtt-broker or --embedded-broker")
+    except ScenarioError as exc:
+        print(f"plantwatch sim: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(args, scenario))

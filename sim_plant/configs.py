@@ -43,12 +43,49 @@ def protocol_of(spec: TagSpec) -> str:
     return "opcua"
 
 
+def _config_tags(specs: list[TagSpec]) -> list[dict[str, Any]]:
+    """``as_config_tags``, with the range of a transmitter that rests on its floor opened below it.
+
+    A makeup valve that is shut or a flow meter at its low-flow cut-off reads
+    exactly ``min_reading``; when that is also the bottom of its normal range,
+    a closed valve would sit on the alarm limit and warn at every shut-off.
+    """
+    tags = as_config_tags(specs)
+    for spec, tag in zip(specs, tags, strict=True):
+        if _rests_on_floor(spec):
+            assert spec.min_reading is not None
+            tag["range"] = [spec.min_reading - 0.05 * (spec.hi - spec.lo), spec.hi]
+    return tags
+
+
+def _rests_on_floor(spec: TagSpec) -> bool:
+    return spec.min_reading is not None and spec.lo <= spec.min_reading
+
+
+def detector_settings(tags: tuple[TagSpec, ...]) -> dict[str, Any]:
+    """Overrides that fit the tags' roles, so that a healthy plant raises no alert.
+
+    A setpoint sits still by design, so flatline must not watch it (a tampered
+    setpoint still trips limits and ewma). A valve or flow that rests on its
+    floor and opens in bursts (a makeup line) has no Gaussian baseline for
+    ewma to learn; limits and rate watch it.
+    """
+    overrides: list[dict[str, Any]] = []
+    setpoints = [t.name for t in tags if t.role == "setpoint"]
+    if setpoints:
+        overrides.append({"tags": setpoints, "flatline": {"enabled": False}})
+    bursty = [t.name for t in tags if _rests_on_floor(t)]
+    if bursty:
+        overrides.append({"tags": bursty, "ewma": {"enabled": False}})
+    return {"overrides": overrides} if overrides else {}
+
+
 def plant_config(plant: str, ports: Ports = Ports(), state_dir: str = "../state/{plant}") -> dict[str, Any]:
     tags = PLANTS[plant].TAGS
     by_protocol = {p: [t for t in tags if protocol_of(t) == p] for p in ("opcua", "modbus", "mqtt")}
     sources: list[dict[str, Any]] = []
     if by_protocol["opcua"]:
-        opc_tags = as_config_tags(by_protocol["opcua"])
+        opc_tags = _config_tags(by_protocol["opcua"])
         for tag in opc_tags:
             tag["column"] = f"{plant}.{tag['name']}"
         sources.append(
@@ -76,7 +113,7 @@ def plant_config(plant: str, ports: Ports = Ports(), state_dir: str = "../state/
                 "port": ports.modbus,
                 "unit_id": unit_id_for(plant),
                 "poll_interval_s": 1.0,
-                "tags": as_config_tags(by_protocol["modbus"]),
+                "tags": _config_tags(by_protocol["modbus"]),
                 "registers": registers,
             }
         )
@@ -93,7 +130,7 @@ def plant_config(plant: str, ports: Ports = Ports(), state_dir: str = "../state/
                     {"filter": topic_for(plant, t), "tag_from": "topic_segment", "segment": -1}
                     for t in by_protocol["mqtt"]
                 ],
-                "tags": as_config_tags(by_protocol["mqtt"]),
+                "tags": _config_tags(by_protocol["mqtt"]),
             }
         )
     return {
@@ -102,6 +139,7 @@ def plant_config(plant: str, ports: Ports = Ports(), state_dir: str = "../state/
         "exporter": {"listen": f"127.0.0.1:{ports.metrics}"},
         "pipeline": {"tick_s": 1.0, "lateness_s": 2.0, "snapshot_interval_s": 30},
         "sources": sources,
+        **({"detectors": settings} if (settings := detector_settings(tags)) else {}),
         "alerting": {"pending_s": 5, "clear_s": 30},
     }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -134,6 +135,10 @@ class Plant(ABC):
         self._forceable = frozenset(s.name for s in self.TAGS if s.role in ("actuator", "status"))
         self.setpoints: dict[str, float] = dict(self.SETPOINTS)
         self.actuator_overrides: dict[str, float] = {}
+        # A spoofed field transmitter: called with (t, readings) after each scan's noise, it may change the
+        # readings in place. The controllers (``pv``) and every reader then see the falsified values, as a
+        # PLC wired to a compromised transmitter would; ``true_values()`` keeps the real process.
+        self.transmitter_tamper: Callable[[float, np.ndarray], None] | None = None
         self.t = 0.0
         self.steps = 0
         self._start()
@@ -206,6 +211,8 @@ class Plant(ABC):
             mean = np.maximum(true[self._counting], 0.0) * self._counts_per_unit
             measured[self._counting] = self._counting_rng.poisson(mean) / self._counts_per_unit
         np.maximum(measured, self._floor, out=measured)
+        if self.transmitter_tamper is not None:
+            self.transmitter_tamper(self.t, measured)
         self._true = true
         self._measured = measured
 

@@ -73,3 +73,17 @@ class PlantServer(ABC):
 
     @abstractmethod
     async def stop(self) -> None: ...
+
+    async def pause(self) -> None:
+        """Stop answering, as a denial of service does, and keep the address ``resume`` serves on again.
+
+        A server asked for port 0 got a free one; it is pinned so that clients reconnect where they were.
+        """
+        port = getattr(self, "port", None)
+        if isinstance(port, int) and port > 0 and hasattr(self, "_requested_port"):
+            self._requested_port = port
+        await self.stop()
+
+    async def resume(self) -> None:
+        """Serve again after ``pause``."""
+        await self.start()

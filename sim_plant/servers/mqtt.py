@@ -168,6 +168,21 @@ class MqttPlantServer(PlantServer):
             infos.append(info)
         self._last_infos = infos
 
+    async def publish_tags(self, ts: float, values: dict[int, float]) -> None:
+        """Publish some tags only (by catalog index): what a foreign client forging the plant's topics sends."""
+        client = self._client
+        if client is None:
+            raise RuntimeError(f"MQTT publisher for {self.plant_name} is not started")
+        infos = [client.publish(self.topics[i], payload_for(v, float(ts)), qos=self.qos) for i, v in values.items()]
+        self.published += len(infos)
+        self._last_infos = infos
+
+    async def pause(self) -> None:
+        """The publisher goes silent (the simulation skips it); the connection stays, as a hung gateway's does."""
+
+    async def resume(self) -> None:
+        """Publishing resumes with the next scan."""
+
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the messages of the last ``publish`` have left (QoS 0) or been acknowledged (QoS 1, 2)."""
         deadline = time.monotonic() + timeout

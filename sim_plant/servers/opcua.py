@@ -323,6 +323,11 @@ class OpcUaPlantServer(PlantServer):
                 description.EndpointUrl = url
                 description.Server.DiscoveryUrls = [url]
 
+    async def pause(self) -> None:
+        """Stop answering (a denial of service); ``resume`` binds the same port again."""
+        self.requested_port = self._port
+        await self.stop()
+
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,54 @@ def test_demo_shows_live_values_from_all_three_protocols(plant: str, tmp_path: P
     log = demo.log()
     assert "write attempts by clients: 0 (none)" in log  # the simulator's own count: plantwatch never wrote
     assert (tmp_path / "state" / "snapshot.npz").exists()
+
+
+class ScenarioDemo(Daemon):
+    """``plantwatch demo --scenario``: the plant is the scenario's, no --plant given."""
+
+    def __init__(self, scenario: Path, ports: Ports, state: Path, log: Path, speed: float) -> None:
+        self.log_path = log
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector", "demo", "--scenario", str(scenario), "--speed", str(speed),
+             "--state-dir", str(state), "--opcua-port", str(ports.opcua), "--modbus-port", str(ports.modbus),
+             "--mqtt-port", str(ports.mqtt), "--metrics-port", str(ports.metrics)],
+            stdout=self._log, stderr=self._log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+
+
+def test_demo_plays_pump_stop_until_a_critical_alert_fires_on_metrics(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """The tester's live exercise: the shipped pump_stop scenario, sped up, reaches a critical alert on /metrics."""
+    from sim_plant.scenarios import SCENARIO_DIR
+
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    demo = ScenarioDemo(SCENARIO_DIR / "oil" / "pump_stop.yaml", ports, tmp_path / "state", tmp_path / "demo.log", 10)
+    daemons.append(demo)
+    listen = f"127.0.0.1:{ports.metrics}"
+
+    def pump_alarm(text: str) -> bool:
+        critical = sample_value(text, "plantwatch_alerts_firing", severity="critical") or 0
+        state = sample_value(text, "plantwatch_alert_state", tag="P101.RUNNING", detector="limits")
+        return critical >= 1 and state == 2  # 2: firing
+
+    began = time.monotonic()
+    text = demo.wait_for(listen, pump_alarm, timeout=90)
+    took = time.monotonic() - began
+    # Served from plant time 0: the stop is injected at 60 s, 6 s of wall time at speed 10, plus start-up.
+    assert sample_value(text, "plantwatch_tag_value", tag="P101.RUNNING") == 0.0
+    assert demo.stop(signal.SIGTERM, timeout=20) == 0, demo.log()
+    log = demo.log()
+    assert "attack start stop_p101 actuator P101.RUNNING t=60" in log, log[-3000:]
+    assert "write attempts by clients: 0 (none)" in log
+    print(f"critical alert on /metrics {took:.1f} s after the demo started")
+
+
+def test_demo_refuses_a_plant_that_disagrees_with_the_scenario(tmp_path: Path) -> None:
+    from sim_plant.scenarios import SCENARIO_DIR
+
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "demo", "--plant", "chemical", "--scenario",
+         str(SCENARIO_DIR / "oil" / "pump_stop.yaml"), "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "disagrees" in done.stderr
