@@ -7,7 +7,13 @@ command line, else from the config's first replay source). Outputs in DIR:
 - ``scores.csv``: per tick, the label (if any), the number of alerts firing,
   the worst score, and every (tag, detector) score;
 - ``alerts.csv`` and ``alerts.jsonl``: the alert transitions, as the daemon journals them;
-- ``summary.json``: counts, timings and, with labels, point-wise agreement.
+- ``summary.json``: counts, timings and, with labels, point-wise agreement and the scoring
+  (per attack step detected or missed and how fast, event-level figures, NAB; see docs/scoring.md);
+- with ``report``: ``report.html``, ``report.md`` and ``report.json`` in that folder.
+
+Ground truth (``labels``): by default the config's label column or the recording's ``label``
+column, with its ``attack`` column naming the active steps when it has one; else another column
+of the recording, a ``timestamp,label[,attack]`` CSV, or a scenario YAML (times from the first row).
 """
 
 from __future__ import annotations
@@ -26,14 +32,33 @@ from typing import IO, Any
 
 import numpy as np
 
+from collector.alerts import Transition
 from collector.config import ConfigError, PlantConfig
 from collector.journal import AlertJournal
 from collector.pipeline import FrameResult
 from collector.receivers.replay import ReplayOptions, ReplayReceiver
 from collector.receivers.replay.recording import Recording, RecordingError
 from collector.runner import Runner
+from collector.scoring import GroundTruth, LabelsError, Scorecard, alert_episodes, pointwise, score_run
+from collector.scoring.truth import from_labels_csv, from_scenario, read_text_column, steps_from_labels
+
+__all__ = ["ReplayResult", "ReplaySummary", "ReplayTrace", "default_grace_s", "pointwise", "replay", "run_replay"]
 
 MAX_SCORE_COLUMNS = 5000  # beyond this, scores.csv holds the worst score per tag instead
+MAX_TRACE_CELLS = 20_000_000  # ticks x tags of per-tag scores kept for the report's plots (80 MB)
+MAX_STEP_LINES = 20  # attack steps listed on stdout; summary.json has them all
+ATTACK_COLUMN = "attack"  # the simulator's text column of active step ids, joined by "+"
+
+
+def default_grace_s(tick_s: float) -> float:
+    """How long after a step an alert still counts as caused by it: 5 minutes or 5 ticks, whichever is longer.
+
+    An attack on the physics leaves the plant out of its normal band for a while after it stops: the
+    control loops take minutes to settle (the simulated plants' recoveries put tags outside their
+    range up to about two minutes after a step). Alerts on that recovery are consequences of the
+    attack, not false alarms. A step caught only in its grace period is reported as such.
+    """
+    return max(300.0, 5.0 * tick_s)
 
 
 def replay_config(cfg: PlantConfig, recording: Path, **format_options: Any) -> PlantConfig:
@@ -72,6 +97,8 @@ class ReplaySummary:
     non_finite: int = 0
     labelled_ticks: int = 0
     pointwise: dict[str, float] | None = None
+    labels: str | None = None
+    scoring: dict[str, Any] | None = None
 
     def render(self) -> str:
         rate = self.rows / self.seconds if self.seconds else math.inf
@@ -88,10 +115,28 @@ class ReplaySummary:
         if self.pointwise:
             p = self.pointwise
             lines.append(
-                f"against labels (alarm = any alert firing, {self.labelled_ticks} labelled ticks): "
+                f"against labels (alarm = any alert firing, {self.labelled_ticks} labelled rows): "
                 f"precision {p['precision']:.3f}, recall {p['recall']:.3f}, F1 {p['f1']:.3f}, "
                 f"FAR {p['far']:.1%}, MAR {p['mar']:.1%}"
             )
+        if self.scoring:
+            sc = self.scoring
+            steps = sc["steps"]
+            fah = sc["false_alerts_per_hour"]
+            lines.append(
+                f"attack steps ({self.labels}): {sc['detected']}/{len(steps)} detected, "
+                f"{sc['alerts_false']} false alert(s)"
+                + (f" ({fah:.2f} per hour of normal operation)" if fah is not None else "")
+                + f", NAB {_fmt(sc['nab']['standard']['score'], '.1f')}"
+            )
+            for st in steps[:MAX_STEP_LINES]:
+                ttd = st["time_to_detect_s"]
+                caught = f"detected after {ttd:g} s by {', '.join(st['detectors'])}" if st["detected"] else "MISSED"
+                if st["after_end"]:
+                    caught += " (only after the step ended)"
+                lines.append(f"  {st['step']['id']}: {caught}")
+            if len(steps) > MAX_STEP_LINES:
+                lines.append(f"  ... and {len(steps) - MAX_STEP_LINES} more steps in summary.json")
         return "\n".join(lines)
 
 
@@ -126,7 +171,7 @@ class Progress:
 
 
 class _Outputs:
-    def __init__(self, out: Path, runner: Runner, summary: ReplaySummary) -> None:
+    def __init__(self, out: Path, runner: Runner, summary: ReplaySummary, keep_tag_scores: bool) -> None:
         self.runner = runner
         self.summary = summary
         pipeline = runner.pipeline
@@ -143,6 +188,11 @@ class _Outputs:
         self.alerts.writerow(["seq", "event", "timestamp", "time", "tag", "detector", "severity", "score", "peak"])
         self.alarm: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.ticks: list[np.ndarray] = []
+        self.firing: list[np.ndarray] = []
+        self.worst: list[np.ndarray] = []
+        self.tag_worst: list[np.ndarray] | None = [] if keep_tag_scores else None
+        self.transitions: list[Transition] = []
 
     def on_frame(self, result: FrameResult) -> None:
         frame, scores = result.frame, result.scores
@@ -175,6 +225,12 @@ class _Outputs:
                 self.summary.alerts_by_tag[t.tag] = self.summary.alerts_by_tag.get(t.tag, 0) + 1
         self.alarm.append(result.firing > 0)
         self.labels.append(frame.label)
+        self.ticks.append(frame.ts)
+        self.firing.append(result.firing)
+        self.worst.append(worst.astype(np.float32))
+        if self.tag_worst is not None:
+            self.tag_worst.append(scores.max(axis=1).astype(np.float32))
+        self.transitions.extend(result.transitions)
         if math.isnan(self.summary.first_tick):
             self.summary.first_tick = float(frame.ts[0])
         self.summary.last_tick = float(frame.ts[-1])
@@ -188,40 +244,153 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def pointwise(alarm: np.ndarray, label: np.ndarray) -> tuple[int, dict[str, float] | None]:
-    """Point-wise agreement of alarms with labels; a label is known when it is 0 or positive."""
-    known = np.isfinite(label) & (label >= 0)
-    if not known.any():
-        return 0, None
-    a, y = alarm[known], label[known] > 0
-    tp = int(np.sum(a & y))
-    fp = int(np.sum(a & ~y))
-    fn = int(np.sum(~a & y))
-    tn = int(np.sum(~a & ~y))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    far = fp / (fp + tn) if fp + tn else 0.0
-    mar = fn / (fn + tp) if fn + tp else 0.0
-    return int(known.sum()), {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "far": far,
-        "mar": mar,
-    }
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
-def run_replay(
-    cfg: PlantConfig, recording: Path, out: Path, *, progress: bool = True, **format_options: Any
-) -> ReplaySummary:
-    cfg = replay_config(cfg, recording, **format_options)
-    source = cfg.sources[0]
-    assert isinstance(source, ReplayOptions)
+@dataclass
+class ReplayTrace:
+    """Per tick what the report plots; per-tag scores only when they fit in MAX_TRACE_CELLS."""
+
+    ticks: np.ndarray  # (n,) tick start times
+    firing: np.ndarray  # (n,) alerts firing after the tick
+    worst: np.ndarray  # (n,) worst score of any tag and detector
+    tag_worst: np.ndarray | None  # (n, tags) worst score per tag over detectors
+    tag_names: list[str]
+    transitions: list[Transition]
+    source: ReplayOptions  # how to read the recording again (for the plotted signals)
+    tick_s: float
+
+
+@dataclass
+class ReplayResult:
+    summary: ReplaySummary
+    trace: ReplayTrace
+    truth: GroundTruth | None = None
+    scorecard: Scorecard | None = None
+
+
+def _truth_spec(labels: str | None, source: ReplayOptions) -> tuple[str | None, Path | None]:
+    """(label column for the pipeline, labels file) for ``--labels``; raises LabelsError if neither fits."""
+    columns = Recording(source, []).columns
+    if labels is None:
+        column = source.label_column or ("label" if "label" in columns else None)
+        return column, None
+    if labels in columns:
+        return labels, None
+    path = Path(labels)
+    if path.is_file():
+        return source.label_column, path
+    raise LabelsError(
+        f"{labels!r} is neither a column of the recording (it has {', '.join(columns)}) nor a labels file"
+    )
+
+
+def _load_truth(source: ReplayOptions, labels_file: Path | None, tick_s: float) -> GroundTruth | None:
+    """Ground truth rows and steps, read apart from the pipeline (which carries only numbers)."""
+    if labels_file is not None and labels_file.suffix.lower() not in (".yaml", ".yml"):
+        return from_labels_csv(labels_file, tick_s)
+    if labels_file is None and source.label_column is None:
+        return None
+    recording = Recording(source, [])
+    ts_parts, label_parts = [], []
+    for chunk in recording.chunks(1 << 16):
+        ts_parts.append(chunk.ts)
+        label_parts.append(chunk.label)
+    ts = np.concatenate(ts_parts) if ts_parts else np.empty(0)
+    if labels_file is not None:
+        return from_scenario(labels_file, ts, tick_s)
+    label = np.concatenate(label_parts) if label_parts else np.empty(0)
+    attack = None
+    if ATTACK_COLUMN in recording.columns:
+        attack = read_text_column(Path(source.path), source.separator, source.header, ATTACK_COLUMN)
+        if len(attack) != len(ts):
+            raise LabelsError(f"{source.path}: {len(attack)} attack cells for {len(ts)} rows")
+    where = f"column {source.label_column!r}" + (f" and {ATTACK_COLUMN!r}" if attack is not None else "")
+    return GroundTruth(where, ts, label, steps_from_labels(ts, label, tick_s, attack))
+
+
+def run_replay(cfg: PlantConfig, recording: Path, out: Path, *, progress: bool = True, **options: Any) -> ReplaySummary:
+    """The recording through the pipeline; outputs in ``out``. Options as for :func:`replay`."""
+    return replay(cfg, recording, out, progress=progress, **options).summary
+
+
+def replay(
+    cfg: PlantConfig,
+    recording: Path,
+    out: Path,
+    *,
+    progress: bool = True,
+    labels: str | None = None,
+    grace_s: float | None = None,
+    train_rows: int = 0,
+    report: Path | None = None,
+    **format_options: Any,
+) -> ReplayResult:
+    """Replay, score against the ground truth ``labels`` (see the module docstring), and report.
+
+    ``grace_s`` defaults to :func:`default_grace_s`; the first ``train_rows`` rows of the ground
+    truth are scored neither way (SKAB's leaderboard trains on the first 400 rows of each file).
+    """
+    tick_s = cfg.pipeline.tick_s
+    try:
+        probe = replay_config(cfg, recording, **format_options).sources[0]
+        assert isinstance(probe, ReplayOptions)
+        label_column, labels_file = _truth_spec(labels, probe)
+        format_options["label_column"] = label_column
+        cfg = replay_config(cfg, recording, **format_options)
+        source = cfg.sources[0]
+        assert isinstance(source, ReplayOptions)
+        truth = _load_truth(source, labels_file, tick_s)
+    except RecordingError as exc:
+        raise ConfigError([("recording", str(exc))]) from None
+    except LabelsError as exc:
+        raise ConfigError([("labels", str(exc))]) from None
+    summary, outputs = _run(cfg, source, recording, out, progress)
+    summary.labels = truth.source if truth is not None else None
+    ticks = np.concatenate(outputs.ticks) if outputs.ticks else np.empty(0)
+    trace = ReplayTrace(
+        ticks=ticks,
+        firing=np.concatenate(outputs.firing) if outputs.firing else np.empty(0, dtype=np.int64),
+        worst=np.concatenate(outputs.worst) if outputs.worst else np.empty(0, dtype=np.float32),
+        tag_worst=np.concatenate(outputs.tag_worst) if outputs.tag_worst else None,
+        tag_names=[t.name for t in cfg.tags],
+        transitions=outputs.transitions,
+        source=source,
+        tick_s=tick_s,
+    )
+    scorecard = None
+    if truth is not None:
+        tick_label = truth.tick_labels(ticks, tick_s)
+        if train_rows >= len(truth.ts) > 0:
+            raise ConfigError([("train_rows", f"{train_rows} leaves none of the {len(truth.ts)} labelled rows")])
+        score_from = float(truth.ts[train_rows]) if train_rows > 0 else None
+        scorecard = score_run(
+            truth.steps,
+            alert_episodes(outputs.transitions),
+            ticks,
+            tick_label,
+            trace.firing > 0,
+            tick_s=tick_s,
+            grace_s=default_grace_s(tick_s) if grace_s is None else grace_s,
+            score_from=score_from,
+            rows=(truth.ts, truth.label),
+        )
+        summary.labelled_ticks = scorecard.labelled
+        summary.pointwise = scorecard.pointwise
+        summary.scoring = scorecard.as_dict()
+    (out / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=float) + "\n", encoding="utf-8")
+    result = ReplayResult(summary, trace, truth, scorecard)
+    if report is not None:
+        from collector.report import write_report
+
+        write_report(report, result)
+    return result
+
+
+def _run(
+    cfg: PlantConfig, source: ReplayOptions, recording: Path, out: Path, progress: bool
+) -> tuple[ReplaySummary, _Outputs]:
     try:
         total_rows = Recording(source, [t.source_key for t in source.tags]).count_rows()
     except RecordingError as exc:
@@ -236,7 +405,8 @@ def run_replay(
         runner = Runner(cfg, journal, realtime=False)
         receiver = runner.receivers[0]
         assert isinstance(receiver, ReplayReceiver)
-        outputs = _Outputs(out, runner, summary)
+        keep = total_rows * max(1, len(cfg.tags)) <= MAX_TRACE_CELLS
+        outputs = _Outputs(out, runner, summary, keep_tag_scores=keep)
 
         def on_frame(result: FrameResult) -> None:
             outputs.on_frame(result)
@@ -260,5 +430,4 @@ def run_replay(
         summary.labelled_ticks, summary.pointwise = pointwise(
             np.concatenate(outputs.alarm), np.concatenate(outputs.labels)
         )
-    (out / "summary.json").write_text(json.dumps(summary.__dict__, indent=2, default=float) + "\n", encoding="utf-8")
-    return summary
+    return summary, outputs
