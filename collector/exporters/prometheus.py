@@ -3,21 +3,26 @@
 Nothing here runs per sample: a custom collector walks the current view
 (copied once per frame) and the counters when Prometheus scrapes. Every
 metric carries the ``site`` label; per-tag series are one per (tag, detector)
-at most, and per-tag values can be switched off.
+at most, and per-tag values (value, quality, configured limits) can be
+switched off. The HTTP side serves /metrics and /healthz, optionally behind
+basic auth and over TLS with an optional client-certificate check.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import math
 import socket
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -32,9 +37,19 @@ from prometheus_client.registry import Collector
 
 from collector import __version__
 from collector.alerts import STATE_NAMES
+from collector.exporters.tls import server_context
 from collector.pipeline import LATENCY_BUCKETS, Pipeline
 from collector.queue import SampleQueue
 from collector.receivers import Receiver
+from collector.sources import TagConfig
+
+if TYPE_CHECKING:
+    from collector.config import ExporterConfig
+
+
+log = logging.getLogger("plantwatch.exporter")
+
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -68,6 +83,7 @@ class PlantCollector(Collector):
         cfg = pipeline.cfg
         self._tag_source = [cfg.sources[i].name for i in cfg.tag_sources()]
         self._tag_unit = [t.unit for t in cfg.tags]
+        self._tag_limits = _limit_rows(cfg.tags, self._tag_source)
 
     def collect(self) -> Iterator[Metric]:
         site = self.site
@@ -199,6 +215,14 @@ class PlantCollector(Collector):
                 quality.add_metric([site, self._tag_source[j], tag], int(view.quality[j]))
             yield value
             yield quality
+            limit = GaugeMetricFamily(
+                "plantwatch_tag_limit",
+                "The tag's configured limits: range_low/range_high (warning), alarm_low/alarm_high (critical).",
+                labels=["site", "source", "tag", "limit"],
+            )
+            for source, tag, which, bound in self._tag_limits:
+                limit.add_metric([site, source, tag, which], bound)
+            yield limit
         score = GaugeMetricFamily(
             "plantwatch_anomaly_score",
             "Anomaly score in [0, 1] at the last tick; 0.5 = at the limit.",
@@ -218,6 +242,17 @@ class PlantCollector(Collector):
                 state.add_metric([site, tag, detector], arow[j])
         yield score
         yield state
+
+
+def _limit_rows(tags: Sequence[TagConfig], sources: Sequence[str]) -> list[tuple[str, str, str, float]]:
+    """(source, tag, limit, bound) for every configured limit: static, so built once, not per scrape."""
+    rows = []
+    for tag, source in zip(tags, sources, strict=True):
+        for prefix, bounds in (("range", tag.range), ("alarm", tag.alarm_range)):
+            if bounds is not None:
+                rows.append((source, tag.name, f"{prefix}_low", float(bounds[0])))
+                rows.append((source, tag.name, f"{prefix}_high", float(bounds[1])))
+    return rows
 
 
 def _gauge(name: str, doc: str, site: str, value: float) -> GaugeMetricFamily:
@@ -248,13 +283,52 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+class _TlsMixin:
+    """Wraps each accepted connection in TLS; the handshake runs in the request's own thread.
+
+    Wrapping the listening socket instead would handshake inside ``accept``, so
+    one slow or hostile client would stall every scrape behind it.
+    """
+
+    ssl_context: ssl.SSLContext
+    handshake_failures: int = 0
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, address = super().get_request()  # type: ignore[misc]
+        sock.settimeout(HANDSHAKE_TIMEOUT_S)
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def finish_request(self, request: ssl.SSLSocket, client_address: object) -> None:
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            # No certificate, a certificate from another CA, plain HTTP on the TLS port: refused, not logged per try.
+            self.handshake_failures += 1
+            log.debug("TLS handshake refused", extra={"client": str(client_address), "reason": str(exc)})
+            return
+        request.settimeout(None)
+        super().finish_request(request, client_address)  # type: ignore[misc]
+
+
+class _TlsServer(_TlsMixin, _Server):
+    pass
+
+
+class _TlsServer6(_TlsMixin, _Server6):
+    pass
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes are not log events."""
 
 
 class MetricsServer:
-    """Serves /metrics (and /healthz) on the configured address, with optional basic auth."""
+    """Serves /metrics, /healthz and /readyz on the configured address, with optional basic auth and TLS.
+
+    /healthz and /readyz answer without basic auth: a service manager or a load
+    balancer probing them holds no scrape credentials, and they reveal no plant data.
+    """
 
     def __init__(
         self,
@@ -262,6 +336,8 @@ class MetricsServer:
         host: str,
         port: int,
         credentials: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        readiness: Callable[[], tuple[str, bytes]] | None = None,
     ) -> None:
         metrics = make_wsgi_app(registry)
         expected = None
@@ -273,6 +349,10 @@ class MetricsServer:
             if path == "/healthz":
                 start_response("200 OK", [("Content-Type", "text/plain")])
                 return [b"ok\n"]
+            if path == "/readyz" and readiness is not None:
+                status, body = readiness()
+                start_response(status, [("Content-Type", "application/json")])
+                return [body]
             if expected is not None and not hmac.compare_digest(
                 environ.get("HTTP_AUTHORIZATION", "").encode(), expected.encode()
             ):
@@ -283,10 +363,31 @@ class MetricsServer:
                 return [b"not found\n"]
             return metrics(environ, start_response)
 
-        server_class = _Server6 if ":" in host else _Server
+        ipv6 = ":" in host
+        server_class: type[_Server]
+        if ssl_context is None:
+            server_class = _Server6 if ipv6 else _Server
+        else:
+            server_class = _TlsServer6 if ipv6 else _TlsServer
         self.httpd = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        if ssl_context is not None:
+            self.httpd.ssl_context = ssl_context  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
+
+    @classmethod
+    def from_config(
+        cls,
+        registry: CollectorRegistry,
+        exporter: ExporterConfig,
+        readiness: Callable[[], tuple[str, bytes]] | None = None,
+    ) -> MetricsServer:
+        """The server the exporter section describes: address, basic auth, TLS; /readyz from ``readiness``."""
+        auth = exporter.basic_auth
+        credentials = (auth.username, auth.password.get_secret_value()) if auth else None
+        tls = exporter.tls
+        context = server_context(tls.cert_file, tls.key_file, tls.client_ca_file) if tls else None
+        return cls(registry, exporter.host, exporter.port, credentials, context, readiness)
 
     def start(self) -> None:
         self._thread.start()
