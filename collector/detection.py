@@ -33,11 +33,12 @@ def tag_limits(cfg: PlantConfig) -> TagLimits:
 
 
 def detector_params(cfg: PlantConfig, name: str) -> dict[str, np.ndarray]:
+    cls = DETECTORS[name]
     tags = cfg.tags
     names = [t.name for t in tags]
     n = len(tags)
     defaults = getattr(cfg.detectors.defaults, name).model_dump()
-    arrays = {k: np.full(n, np.nan if v is None else float(v)) for k, v in defaults.items()}
+    arrays = {k: np.full(n, cls.encode(k, v)) for k, v in defaults.items()}
     for override in cfg.detectors.overrides:
         part = getattr(override, name)
         if part is None:
@@ -46,10 +47,16 @@ def detector_params(cfg: PlantConfig, name: str) -> dict[str, np.ndarray]:
             {i for pattern in override.tags for i, tag in enumerate(names) if fnmatch.fnmatch(tag, pattern)}
         )
         for key, value in overridden(part).items():
-            arrays[key][matched] = float(value)
+            arrays[key][matched] = cls.encode(key, value)
     for j, tag in enumerate(tags):
         for key, value in overridden(getattr(tag.detectors, name)).items():
-            arrays[key][j] = float(value)
+            arrays[key][j] = cls.encode(key, value)
+    if "group" in arrays:
+        # A multivariate detector's default grouping: one model per source (a PLC, a unit's server),
+        # as source -1, -2, ... so that a config that only lists tags gets a model per unit.
+        sources = np.asarray(cfg.tag_sources(), dtype=np.float64)
+        unset = arrays["group"] == -1.0
+        arrays["group"][unset] = -1.0 - sources[unset]
     return arrays
 
 

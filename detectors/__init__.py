@@ -10,7 +10,9 @@ from detectors.cusum import CusumDetector
 from detectors.ewma import EwmaDetector
 from detectors.flatline import FlatlineDetector
 from detectors.limits import LimitDetector
+from detectors.pca import PcaDetector
 from detectors.rate import RateDetector
+from detectors.replay_watch import ReplayWatchDetector
 from detectors.stale import StaleDetector
 
 DETECTORS: dict[str, type[Detector]] = {
@@ -22,6 +24,8 @@ DETECTORS: dict[str, type[Detector]] = {
         CusumDetector,
         FlatlineDetector,
         StaleDetector,
+        PcaDetector,
+        ReplayWatchDetector,
     )
 }
 

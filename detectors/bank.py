@@ -40,6 +40,12 @@ class DetectorBank:
         """
         n = X.shape[0]
         scores = np.empty((n, len(self.detectors), self.n_tags), dtype=np.float32)
+        if self.protection == "own" and n > 1:
+            # Each detector learns from its own scores only, so it can take the block whole:
+            # the same numbers as tick by tick, and a multivariate model scores the block at once.
+            for j, det in enumerate(self.detectors):
+                scores[:, j] = det.run(X, ts, valid, self.protect_threshold)
+            return scores
         worst = np.empty(self.n_tags, dtype=np.float32)
         for i in range(n):
             x, t, v = X[i], float(ts[i]), valid[i]

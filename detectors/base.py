@@ -119,6 +119,12 @@ class Detector(ABC):
     state_fields: ClassVar[tuple[str, ...]] = ()
     fault: ClassVar[str]
     applies_to_discrete: ClassVar[bool] = False
+    multivariate: ClassVar[bool] = False
+    """True for a detector whose tag scores depend on other tags (of its group): the check suite
+    then groups tags through the ``group`` parameter and checks independence between groups."""
+    suite_settings: ClassVar[dict[str, float]] = {}
+    """Settings the check suite plays this detector with, where its defaults are sized for a real
+    plant rather than the suite's short streams (say why in the detector)."""
     _warm: np.ndarray | None = None
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
@@ -131,11 +137,18 @@ class Detector(ABC):
         self.enabled = enabled
 
     @classmethod
+    def encode(cls, key: str, value: Any) -> float:
+        """A setting as the float of its per-tag array (a detector with a choice field maps it to a code)."""
+        return np.nan if value is None else float(value)
+
+    @classmethod
     def from_defaults(cls, limits: TagLimits, **overrides: Any) -> Detector:
-        """A detector with the same settings on every tag; handy in tests and benches."""
-        params = cls.Params(**overrides)
+        """A detector with the same settings on every tag (or per tag, given as an array); handy in tests."""
+        per_tag = {k: np.asarray(v, dtype=np.float64) for k, v in overrides.items() if isinstance(v, np.ndarray)}
+        params = cls.Params(**{k: v for k, v in overrides.items() if k not in per_tag})
         n = limits.n_tags
-        arrays = {k: np.full(n, np.nan if v is None else float(v)) for k, v in params.model_dump().items()}
+        arrays = {k: np.full(n, cls.encode(k, v)) for k, v in params.model_dump().items()}
+        arrays.update(per_tag)
         return cls(arrays, limits)
 
     @abstractmethod
@@ -195,9 +208,10 @@ class Detector(ABC):
             valid = np.isfinite(X)
         out = np.empty(X.shape, dtype=np.float64)
         for i in range(X.shape[0]):
-            s = self.score(X[i], float(ts[i]), valid[i])
+            x, t, v = X[i], float(ts[i]), valid[i]  # one view each, so caches keyed on identity hit
+            s = self.score(x, t, v)
             out[i] = s
-            self.update(X[i], float(ts[i]), valid[i], valid[i] & (s < protect_threshold))
+            self.update(x, t, v, v & (s < protect_threshold))
         return out
 
 

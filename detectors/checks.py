@@ -20,7 +20,7 @@ import numpy as np
 
 from detectors.base import Detector, TagLimits
 
-FAULT_KINDS: tuple[str, ...] = ("spike", "step", "drift", "freeze", "dropout", "out_of_range")
+FAULT_KINDS: tuple[str, ...] = ("spike", "step", "drift", "freeze", "dropout", "out_of_range", "replay")
 """Every kind ``fault_stream`` knows."""
 
 T0: float = 1_700_000_000.0
@@ -36,6 +36,10 @@ STEP_SD: float = 8.0
 DRIFT_SD: float = 6.0
 RANGE_SD: float = 6.0
 NOISE_CLIP_SD: float = 5.0
+REPLAY_LAG: int = 150
+"""A ``replay`` fault plays back what the tag sent this many ticks earlier."""
+SUITE_GROUP_SIZE: int = 4
+"""A multivariate detector in the suite models each run of four consecutive tags of a stream together."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def fault_stream(kind: str, n_ticks: int = 900, n_tags: int = 8, seed: int = 0) 
     Kinds: ``spike`` (single-tick +25 sd spikes every 15 ticks), ``step``
     (+8 sd), ``drift`` (ramp from 0 to 6 sd across the window), ``freeze``
     (value held at its first value in the window), ``dropout`` (NaN, not
-    valid) and ``out_of_range`` (values above the range's ``hi``).
+    valid), ``out_of_range`` (values above the range's ``hi``) and ``replay``
+    (the tag's own samples of ``REPLAY_LAG`` ticks earlier, played back).
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
@@ -131,13 +136,43 @@ def fault_stream(kind: str, n_ticks: int = 900, n_tags: int = 8, seed: int = 0) 
     elif kind == "out_of_range":
         # Above hi by 1 to 6 sd, so every sample in the window is out of range.
         X[w] = limits.hi[faulted] + 1.0 + np.abs(noise[w])
+    elif kind == "replay":
+        recorded = slice(FAULT_START - REPLAY_LAG, FAULT_STOP - REPLAY_LAG)
+        X[w] = X[recorded][:, faulted]
 
     return FaultStream(kind, X, ts, valid, truth, limits, faulted, window)
 
 
-def build(cls: type[Detector], limits: TagLimits, **overrides: object) -> Detector:
-    """``cls`` with default settings on every tag, switched on even where it is off by default."""
+def suite_groups(cols: np.ndarray, new: np.ndarray | None = None) -> np.ndarray:
+    """The ``group`` of each tag for a multivariate detector in the suite.
+
+    ``cols`` says which tag of the original stream each tag is: runs of
+    ``SUITE_GROUP_SIZE`` of those share a model, whatever order the tags come
+    in; a tag marked ``new`` is alone in its group.
+    """
+    group = (np.asarray(cols) // SUITE_GROUP_SIZE).astype(np.float64)
+    if new is not None:
+        group[new] = 1000.0 + np.flatnonzero(new)
+    return group
+
+
+def build(
+    cls: type[Detector],
+    limits: TagLimits,
+    cols: np.ndarray | None = None,
+    new: np.ndarray | None = None,
+    **overrides: object,
+) -> Detector:
+    """``cls`` with default settings on every tag, switched on even where it is off by default.
+
+    A multivariate detector gets the suite's groups (``suite_groups``): ``cols``
+    and ``new`` describe tags taken from a stream in another order.
+    """
     overrides.setdefault("enabled", True)
+    for key, value in cls.suite_settings.items():
+        overrides.setdefault(key, value)
+    if cls.multivariate and "group" not in overrides:
+        overrides["group"] = suite_groups(np.arange(limits.n_tags) if cols is None else np.asarray(cols), new)
     return cls.from_defaults(limits, **overrides)
 
 
@@ -148,5 +183,6 @@ __all__ = [
     "build",
     "fault_stream",
     "stream_limits",
+    "suite_groups",
     "tag_means",
 ]

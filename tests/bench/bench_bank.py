@@ -5,7 +5,7 @@ Not a pytest test (pytest ignores tests/bench). Run from the repository root:
     python tests/bench/bench_bank.py
 
 It prints, for 1k, 10k and 100k tags, the tag-samples per second of the whole
-bank (every detector in ``DETECTORS``, cusum switched on, all warm-ups done
+bank (every univariate detector in ``DETECTORS``, cusum switched on, all warm-ups done
 before timing, one tick per ``bank.run`` call as the live pipeline does), the
 bytes of state per tag, the same figure for a bare numpy kernel doing the
 minimum of the same work, and River's per-sample z-score for reference.
@@ -73,9 +73,14 @@ class Feed:
 
 
 # -- the bank ----------------------------------------------------------------------------------------
+# The per-tag spine: the multivariate model and the replay watch (off by default) have their own
+# bench, tests/bench/bench_detectors.py.
+SPINE = {name: cls for name, cls in DETECTORS.items() if not cls.multivariate and name != "replay"}
+
+
 def make_bank(n_tags: int) -> DetectorBank:
     limits = stream_limits(n_tags)
-    return DetectorBank([build(cls, limits) for cls in DETECTORS.values()])
+    return DetectorBank([build(cls, limits) for cls in SPINE.values()])
 
 
 def bench_bank(n_tags: int, frames: tuple[int, ...]) -> dict[str, object]:
@@ -229,7 +234,7 @@ def main() -> int:
         pass
     print("plantwatch detector bank benchmark")
     print(f"python {platform.python_version()}, numpy {np.__version__}, river {river_version}, {cpu}")
-    print(f"bank: {', '.join(DETECTORS)} (cusum enabled); {WARMUP_TICKS} warm-up ticks before timing;")
+    print(f"bank: {', '.join(SPINE)} (cusum enabled); {WARMUP_TICKS} warm-up ticks before timing;")
     print(f"timed: {TIMED_TICKS} ticks x {REPEATS} repeats, all samples valid and in range, one core")
     print()
 
@@ -258,7 +263,7 @@ def main() -> int:
     print(
         f"at {TAG_COUNTS[-1]:,} tags, {REPLAY_FRAME}-tick frames (replay): best {m(max(replay))}, "
         f"median {m(statistics.median(replay))} tag-samples/s (includes first-touching the "
-        f"{REPLAY_FRAME * len(DETECTORS) * TAG_COUNTS[-1] * 4 / 1e6:.0f} MB score block)"
+        f"{REPLAY_FRAME * len(SPINE) * TAG_COUNTS[-1] * 4 / 1e6:.0f} MB score block)"
     )
     warm = m(big["warmup_rate"])
     print(f"at {TAG_COUNTS[-1]:,} tags during warm-up (learning, cusum not settled): {warm} tag-samples/s")

@@ -1,0 +1,607 @@
+"""PCA process model: Hotelling T² and Q (SPE) per group of tags, with per-tag contributions.
+
+An attack built to look normal tag by tag (a flow spoofed within its range, a
+level held while the pump runs) still breaks the relations between tags. The
+model learns, per group, the mean, scale and correlation of its tags; a tick
+is projected on the principal components that carry ``variance`` of the
+baseline. T² measures how far it sits inside the model plane (an unusual
+operating point), Q how far it sits off it (a broken relation).
+
+Control limits are analytic, from the baseline itself: T² uses the F
+distribution ``k(N²-1)/(N(N-k)) F(k, N-k)`` with N the effective number of
+baseline samples, Q uses Box's approximation ``g χ²(h)`` with ``g = θ2/θ1``,
+``h = θ1²/θ2`` over the residual eigenvalues. Both at ``confidence``, times
+``limit_scale``.
+
+Scores: the bank scores per tag, so the group statistic
+``S = max(T²/T²_lim, Q/Q_lim)`` goes to the tag that contributes most to it,
+and every other tag of the group gets ``S`` times its share of that
+contribution (its T² part ``z_i (PΛ⁻¹t)_i`` or its Q part ``e_i²``, each over
+its limit, whichever is larger). An alert then names the tags that moved the
+model; ``group_statistics`` gives T² and Q themselves.
+
+Missing tags at a tick are imputed by their conditional mean given the
+observed tags of the group under the baseline correlation (``R_mo R_oo⁻¹ z_o``);
+they score 0 themselves (the stale detector reports them).
+
+Learning, per group, in batches of ``refit_every`` learned ticks: sums of the
+centred samples accumulate, and at the end of a batch they are blended into the
+baseline with weight ``max(beta, batch/count)`` and the model is refitted. A
+tick is learned by a group only if every tag of it is valid and allowed to
+learn (the bank withholds flagged samples). That alone does not stop a ramp
+slow enough to stay under the limits while the baseline follows it, so in
+``protecting`` mode a refit is also refused if it would move a tag's mean more
+than ``max_drift`` sd from its anchor (the baseline as last learned without
+protection) or widen its spread more than ``SPREAD_GROWTH`` times: an attacker
+can drag the model that far and no further. ``learning`` mode
+learns every valid tick, flagged or not (commissioning only); ``frozen`` learns
+the first ``warmup`` ticks, fits, and never moves again.
+
+Scoring is batched across ticks: ``run`` scores every tick up to the next
+refit in one pass of array operations, so a replay costs a few microseconds
+per tick. The products go through BLAS in blocks of a fixed number of rows
+(``_rows_matmul``), so that a block gives the very same bits as its ticks one
+by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+from scipy.signal import lfilter
+
+from detectors.base import Detector, DetectorParams, TagLimits, scale_floor, to_score
+
+MODES: tuple[str, ...] = ("learning", "protecting", "frozen")
+LEARNING, PROTECTING, FROZEN = range(3)
+
+EIG_FLOOR = 1e-3  # smallest eigenvalue (correlation units) a component may have in T² or Q
+RIDGE = 1e-3  # regularisation of the observed-tag correlation when imputing
+SPREAD_GROWTH = 1.5  # protecting: how much wider than at its anchor a tag's learned spread may grow
+STAT_CAP = 1e6  # a group statistic this many times its limit is as anomalous as it gets
+CHUNK_ELEMENTS = 1 << 20  # cap on rows x group cells learned in one block
+ROW_BLOCK = 64  # rows per BLAS call when scoring (see _rows_matmul)
+
+
+class PcaParams(DetectorParams):
+    """Off by default this release: on the simulator's plants it still raises false alerts
+    (see the issue notes), so it is switched on per config.
+
+    Group-wide settings (everything but ``enabled``, ``group`` and ``min_std``)
+    are taken from the first tag of each group.
+    """
+
+    enabled: bool = False
+    group: Annotated[
+        int, Field(description="Tags with the same number share one model; -1: one model per source.")
+    ] = -1
+    mode: Literal["learning", "protecting", "frozen"] = "protecting"
+    warmup: Annotated[int, Field(ge=2, description="Learned ticks before the first fit.")] = 300
+    refit_every: Annotated[int, Field(ge=1, description="Ticks between refits (and checks for the first fit).")] = 100
+    beta: Annotated[float, Field(gt=0, le=1, description="Weight of each refit batch in the baseline.")] = 0.05
+    variance: Annotated[float, Field(gt=0, lt=1, description="Share of the variance the components keep.")] = 0.9
+    confidence: Annotated[float, Field(gt=0.5, lt=1, description="Quantile of the control limits.")] = 0.999
+    limit_scale: Annotated[float, Field(gt=0, description="Multiplier of both control limits.")] = 1.0
+    smoothing: Annotated[
+        float, Field(gt=0, le=1, description="Weight of each tick in the smoothed group statistic; 1: none.")
+    ] = 1.0
+    max_drift: Annotated[
+        float, Field(gt=0, description="Protecting: how far (in anchor sd) a refit may move the mean from its anchor.")
+    ] = 3.0
+    max_group_size: Annotated[int, Field(ge=1, le=256, description="Larger groups are split in order.")] = 64
+    min_std: Annotated[float, Field(ge=0, description="Floor of a tag's learned standard deviation.")] = 0.0
+
+
+def _rows_matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A[:, g] @ B[g]`` for every group: (L, G, m) by (G, m, k) to (L, G, k).
+
+    Rows go through BLAS in blocks of exactly ``ROW_BLOCK`` (the last one padded
+    with zeros), so every row is computed by the same kernel whatever the number
+    of rows: a tick scored alone gives the same bits as in a block (the check
+    suite holds the detector to that).
+    """
+    L, G, m = A.shape
+    if G == 0 or L == 0:
+        return np.zeros((L, G, B.shape[2] if B.ndim == 3 else 0))
+    blocks = -(-L // ROW_BLOCK)
+    stack = np.zeros((G, blocks * ROW_BLOCK, m))
+    stack[:, :L] = A.transpose(1, 0, 2)
+    out = np.matmul(stack.reshape(G, blocks, ROW_BLOCK, m), B[:, None])  # (G, blocks, ROW_BLOCK, k)
+    return out.reshape(G, blocks * ROW_BLOCK, -1)[:, :L].transpose(1, 0, 2)
+
+
+def make_groups(group: np.ndarray, enabled: np.ndarray, max_size: np.ndarray) -> list[np.ndarray]:
+    """Tag indices of each group, in tag order, groups ordered by their first tag; big groups split."""
+    out: list[np.ndarray] = []
+    seen: dict[float, list[int]] = {}
+    for i in np.flatnonzero(enabled):
+        seen.setdefault(float(group[i]), []).append(int(i))
+    for members in sorted(seen.values(), key=lambda m: m[0]):
+        size = max(1, int(max_size[members[0]]))
+        out.extend(np.array(members[j : j + size]) for j in range(0, len(members), size))
+    return out
+
+
+class PcaDetector(Detector):
+    name: ClassVar[str] = "pca"
+    Params: ClassVar[type[DetectorParams]] = PcaParams
+    state_fields: ClassVar[tuple[str, ...]] = (
+        "count",
+        "ticks",
+        "acc_n",
+        "acc_s1",
+        "acc_s2",
+        "fit_mean",
+        "fit_cov",
+        "fitted",
+        "anchor_mean",
+        "anchor_scale",
+        "smoothed",
+    )
+    fault: ClassVar[str] = "step"
+    multivariate: ClassVar[bool] = True
+
+    @classmethod
+    def encode(cls, key: str, value: Any) -> float:
+        return float(MODES.index(value)) if key == "mode" else super().encode(key, value)
+
+    def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
+        super().__init__(params, limits)
+        p = self.params
+        n = self.n_tags
+        groups = make_groups(np.asarray(p["group"]), self.enabled, np.asarray(p["max_group_size"]))
+        self.groups = groups
+        G = len(groups)
+        cap = max((len(m) for m in groups), default=1)
+        self.cap = cap
+        members = np.zeros((G, cap), dtype=np.intp)
+        present = np.zeros((G, cap), dtype=bool)
+        for g, m in enumerate(groups):
+            members[g, : len(m)] = m
+            present[g, : len(m)] = True
+        self._members, self._present = members, present
+        self._flat_members = members[present]  # tags in group order, for scattering scores back
+        # Where each tag sits: group and position (-1: in no group).
+        self._tag_group = np.full(n, -1, dtype=np.intp)
+        self._tag_pos = np.full(n, -1, dtype=np.intp)
+        for g, m in enumerate(groups):
+            self._tag_group[m] = g
+            self._tag_pos[m] = np.arange(len(m))
+        first = members[:, 0]
+
+        def per_group(key: str) -> np.ndarray:
+            return np.asarray(p[key], dtype=np.float64)[first]
+
+        self._mode = per_group("mode").astype(np.intp)
+        self._warmup = per_group("warmup")
+        self._refit_every = per_group("refit_every")
+        self._beta = per_group("beta")
+        self._variance = per_group("variance")
+        self._confidence = per_group("confidence")
+        self._limit_scale = per_group("limit_scale")
+        self._max_drift = per_group("max_drift")
+        self._smoothing = per_group("smoothing")
+        floor = scale_floor(limits, np.asarray(p["min_std"], dtype=np.float64))
+        self._scale_floor = np.where(present, floor[members], 1.0)
+
+        # State, in group layout (``state()`` hands it out per tag).
+        self.count = np.zeros(G)
+        self.ticks = np.zeros(G)  # ticks seen (learned or not): refits fall every refit_every of them
+        self.acc_n = np.zeros(G)
+        self.acc_s1 = np.zeros((G, cap))
+        self.acc_s2 = np.zeros((G, cap, cap))
+        self.fit_mean = np.zeros((G, cap))
+        self.fit_cov = np.zeros((G, cap, cap))
+        self.fitted = np.zeros(G)  # the count at the last fit; 0: no model yet
+        # Where the baseline was when it was last learned without protection: a protecting
+        # refit may not move the mean further than ``max_drift`` sd from it.
+        self.anchor_mean = np.zeros((G, cap))
+        self.anchor_scale = np.ones((G, cap))
+        self.smoothed = np.zeros(G)  # the group statistic, exponentially weighted over ticks
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pending_key: np.ndarray | None = None
+        # The model derived from the fit (caches, recomputed from state on load).
+        self._inv_scale = np.zeros((G, cap))
+        self._load = np.zeros((G, cap, cap))
+        self._inv_eig = np.zeros((G, cap))
+        self._t2_lim = np.ones(G)
+        self._q_lim = np.ones(G)
+        self._corr = np.zeros((G, cap, cap))
+        self._n_comp = np.zeros(G, dtype=np.intp)
+        self._tag_warm: np.ndarray | None = None
+
+    # -- the model --------------------------------------------------------------------------------
+    def _effective_n(self, g: int) -> float:
+        """Samples the baseline stands for: those seen at the fit, at most the blend's memory."""
+        seen = float(self.fitted[g])  # the count at the last fit
+        if self._mode[g] == FROZEN:
+            return seen
+        beta = self._beta[g]
+        return float(min(seen, self._refit_every[g] * (2.0 - beta) / beta))
+
+    def _derive(self, g: int) -> None:
+        """The projection, eigenvalues and control limits of group ``g`` from its fitted baseline."""
+        from scipy import stats
+
+        size = len(self.groups[g])
+        if not self.fitted[g]:
+            self._inv_scale[g] = 0.0
+            self._load[g] = 0.0
+            self._inv_eig[g] = 0.0
+            self._corr[g] = 0.0
+            self._t2_lim[g] = self._q_lim[g] = 1.0
+            self._n_comp[g] = 0
+            return
+        cov = self.fit_cov[g, :size, :size]
+        scale = np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0)), self._scale_floor[g, :size])
+        corr = cov / np.outer(scale, scale)
+        eig, vec = np.linalg.eigh(corr)
+        order = np.argsort(eig)[::-1]
+        eig, vec = np.maximum(eig[order], 0.0), vec[:, order]
+        # A deterministic sign per component, so that refits do not flip the loadings.
+        vec *= np.where(vec[np.abs(vec).argmax(axis=0), np.arange(size)] < 0, -1.0, 1.0)
+        total = float(eig.sum())
+        if total > 0:
+            k = int(np.searchsorted(np.cumsum(eig) / total, self._variance[g]) + 1)
+        else:
+            k = 1
+        k = max(1, min(k, size - 1 if size > 1 else 1))
+        kept = np.maximum(eig[:k], EIG_FLOOR)
+        n_eff = max(self._effective_n(g), k + 2.0)
+        conf = float(self._confidence[g])
+        t2 = k * (n_eff * n_eff - 1.0) / (n_eff * (n_eff - k)) * float(stats.f.ppf(conf, k, n_eff - k))
+        residual = np.maximum(eig[k:], EIG_FLOOR) if size > 1 else np.array([EIG_FLOOR])
+        theta1, theta2 = float(residual.sum()), float((residual * residual).sum())
+        q = theta2 / theta1 * float(stats.chi2.ppf(conf, theta1 * theta1 / theta2))
+        self._inv_scale[g] = 0.0
+        self._inv_scale[g, :size] = 1.0 / scale
+        self._load[g] = 0.0
+        self._load[g, :size, :k] = vec[:, :k]
+        self._inv_eig[g] = 0.0
+        self._inv_eig[g, :k] = 1.0 / kept
+        self._corr[g] = 0.0
+        self._corr[g, :size, :size] = corr
+        self._t2_lim[g] = t2 * self._limit_scale[g]
+        self._q_lim[g] = q * self._limit_scale[g]
+        self._n_comp[g] = k
+
+    def _refit(self, g: int) -> None:
+        """Blend the batch accumulated since the last fit into the baseline and refit."""
+        n = self.acc_n[g]
+        mean_b = self.acc_s1[g] / n
+        cov_b = self.acc_s2[g] / n - np.outer(mean_b, mean_b)
+        beta = 1.0 if not self.fitted[g] else max(float(self._beta[g]), float(n / self.count[g]))
+        d = mean_b  # the batch mean relative to the current centre (the fitted mean)
+        new_mean = self.fit_mean[g] + beta * d
+        new_mean[~self._present[g]] = 0.0
+        self.acc_n[g] = 0.0
+        self.acc_s1[g] = 0.0
+        self.acc_s2[g] = 0.0
+        new_cov = (1.0 - beta) * self.fit_cov[g] + beta * cov_b + beta * (1.0 - beta) * np.outer(d, d)
+        protecting = self.fitted[g] > 0 and self._mode[g] == PROTECTING
+        if protecting:
+            drift = np.abs(new_mean - self.anchor_mean[g]) / self.anchor_scale[g]
+            spread = np.sqrt(np.maximum(np.diagonal(new_cov), 0.0)) / self.anchor_scale[g]
+            if (drift > self._max_drift[g]).any() or (spread > SPREAD_GROWTH).any():
+                return  # a slow ramp trying to drag the baseline along (or widen it): not learned
+        self.fit_cov[g] = new_cov
+        self.fit_mean[g] = new_mean
+        if not protecting:
+            self._set_anchor(g)
+        self.fitted[g] = self.count[g]
+        self._derive(g)
+        self._tag_warm = None
+
+    def _set_anchor(self, g: int) -> None:
+        self.anchor_mean[g] = self.fit_mean[g]
+        sd = np.sqrt(np.maximum(np.diagonal(self.fit_cov[g]), 0.0))
+        self.anchor_scale[g] = np.where(self._present[g], np.maximum(sd, self._scale_floor[g]), 1.0)
+
+    def fit(self, X: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Fit every group's baseline from a recording at once (rows where the whole group is valid).
+
+        The detector then carries on in its mode from that baseline; ``frozen``
+        keeps it for good.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        valid = np.isfinite(X) if valid is None else valid & np.isfinite(X)
+        for g, m in enumerate(self.groups):
+            rows = valid[:, m].all(axis=1)
+            if rows.sum() < 2:
+                continue
+            Y = X[np.ix_(rows, m)]
+            size = len(m)
+            self.fit_mean[g] = 0.0
+            self.fit_mean[g, :size] = Y.mean(axis=0)
+            self.fit_cov[g] = 0.0
+            self.fit_cov[g, :size, :size] = np.cov(Y, rowvar=False, bias=True).reshape(size, size)
+            self.count[g] = float(rows.sum())
+            self.fitted[g] = self.count[g]
+            self._set_anchor(g)
+            self.acc_n[g] = 0.0
+            self.acc_s1[g] = 0.0
+            self.acc_s2[g] = 0.0
+            self._derive(g)
+        self._tag_warm = None
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def _gather(self, X: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ticks in group layout: values (L, G, cap) and which of them are usable."""
+        Xg = X[:, self._members]
+        ok = valid[:, self._members] & self._present
+        with np.errstate(invalid="ignore"):
+            ok &= np.isfinite(Xg)
+        return Xg, ok
+
+    def _statistics(self, X: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row and group: T², Q, the group statistic S, and per-cell contributions (S-scaled)."""
+        Xg, ok = self._gather(X, valid)
+        with np.errstate(invalid="ignore", over="ignore"):
+            Z = (Xg - self.fit_mean) * self._inv_scale
+        Z[~ok] = 0.0
+        fitted = self.fitted > 0
+        missing = fitted & (self._present & ~ok).any(axis=2) & ok.any(axis=2)
+        for r, g in np.argwhere(missing):
+            self._impute(Z[r, g], ok[r, g], g)
+        kmax = max(1, int(self._n_comp.max(initial=1)))  # components past every group's k are zero
+        load = np.ascontiguousarray(self._load[:, :, :kmax])
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = _rows_matmul(Z, load)
+            tw = t * self._inv_eig[:, :kmax]
+            T2 = (t * tw).sum(axis=2)
+            load_t = np.ascontiguousarray(load.transpose(0, 2, 1))
+            zhat = _rows_matmul(t, load_t)
+            u = _rows_matmul(tw, load_t)
+            e = Z - zhat
+            e2 = e * e
+            Q = e2.sum(axis=2)
+            S = np.maximum(T2 / self._t2_lim, Q / self._q_lim)
+            contrib = np.maximum(np.maximum(Z * u, 0.0) / self._t2_lim[:, None], e2 / self._q_lim[:, None])
+            contrib[~ok] = 0.0
+            top = contrib.max(axis=2)
+            share = contrib / np.where(top > 0, top, 1.0)[:, :, None]
+        share[~np.isfinite(share)] = 1.0  # an absurd sample overflowed: it is as anomalous as it gets
+        S = np.minimum(np.nan_to_num(S, nan=STAT_CAP, posinf=STAT_CAP), STAT_CAP)
+        S[:, ~fitted] = 0.0
+        smoothed = self._smooth(S)
+        self._pending = (X, valid, smoothed[-1].copy())
+        cell = share * smoothed[:, :, None]
+        cell[~ok] = 0.0
+        cell[:, ~fitted] = 0.0
+        return T2, Q, smoothed, cell
+
+    def _smooth(self, S: np.ndarray) -> np.ndarray:
+        """The group statistic exponentially weighted over the rows, carrying on from ``smoothed``.
+
+        ``lfilter`` runs the very recursion ``y = a s + (1 - a) y`` row after row,
+        so a block gives the same bits as its ticks one by one.
+        """
+        out = S.copy()
+        for g in np.flatnonzero(self._smoothing < 1.0):
+            a = float(self._smoothing[g])
+            out[:, g] = lfilter([a], [1.0, a - 1.0], S[:, g], zi=[(1.0 - a) * self.smoothed[g]])[0]
+        return out
+
+    def _take_smoothed(self, x: np.ndarray | None, valid: np.ndarray | None) -> None:
+        """Keep the smoothed statistic of what was just scored: the block (``x`` None) or the tick
+        ``x`` (that very array, else it is computed again)."""
+        if not self.groups:
+            return
+        if x is not None and valid is not None and (self._pending is None or self._pending_key is not x):
+            self._statistics(x[None, :], valid[None, :])
+        if self._pending is not None:
+            self.smoothed = self._pending[2]
+        self._pending = None
+        self._pending_key = None
+
+    def _impute(self, z: np.ndarray, ok: np.ndarray, g: int) -> None:
+        """Missing tags of one row of group ``g`` set to their conditional mean given the observed ones."""
+        size = len(self.groups[g])
+        obs = ok[:size]
+        mis = ~obs
+        R = self._corr[g, :size, :size]
+        R_oo = R[np.ix_(obs, obs)] + RIDGE * np.eye(int(obs.sum()))
+        z[:size][mis] = R[np.ix_(mis, obs)] @ np.linalg.solve(R_oo, z[:size][obs])
+
+    def _score_rows(self, X: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        out = np.zeros((X.shape[0], self.n_tags))
+        if not self.groups:  # switched off on every tag (the default)
+            return out
+        _, _, _, cell = self._statistics(X, valid)
+        out[:, self._flat_members] = cell[:, self._present]
+        np.minimum(out, 1e300, out=out)  # to_score of inf is fine, but keep the statistic finite
+        return to_score(out, out=out)
+
+    def group_statistics(self, X: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """T², Q and their limits per row and group, from the model as it stands (no learning)."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        valid = np.isfinite(X) if valid is None else np.atleast_2d(valid)
+        pending, key = self._pending, self._pending_key
+        T2, Q, S, _ = self._statistics(X, valid)
+        self._pending, self._pending_key = pending, key
+        return {"t2": T2, "q": Q, "stat": S, "t2_limit": self._t2_lim.copy(), "q_limit": self._q_lim.copy()}
+
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        out = self._score_rows(x[None, :], valid[None, :])[0]
+        self._pending_key = x
+        return out
+
+    def warm(self) -> np.ndarray:
+        if self._tag_warm is None:
+            warm = np.zeros(self.n_tags, dtype=bool)
+            for g, m in enumerate(self.groups):
+                warm[m] = self.fitted[g] > 0
+            self._tag_warm = warm
+        return self._tag_warm
+
+    # -- learning ---------------------------------------------------------------------------------
+    def _learning_rows(self, X: np.ndarray, valid: np.ndarray, learn: np.ndarray) -> np.ndarray:
+        """Which rows each group learns, (L, G): every tag valid, and allowed to learn unless in learning mode."""
+        _, ok = self._gather(X, valid)
+        allowed = ok & learn[:, self._members]
+        whole_ok = (ok | ~self._present).all(axis=2)
+        whole_allowed = (allowed | ~self._present).all(axis=2)
+        rows = np.where(self._mode == LEARNING, whole_ok, whole_allowed)
+        frozen = (self._mode == FROZEN) & (self.fitted > 0)
+        rows[:, frozen] = False
+        return rows
+
+    def _accumulate(self, X: np.ndarray, rows: np.ndarray) -> None:
+        """Add the learned rows to the batch sums, in row order (so a block equals its ticks)."""
+        fresh = (self.count == 0) & rows.any(axis=0)
+        if fresh.any():  # a group's first learned row becomes its centre, for numerical safety
+            first = rows.argmax(axis=0)
+            for g in np.flatnonzero(fresh):
+                self.fit_mean[g] = np.where(self._present[g], X[first[g], self._members[g]], 0.0)
+        Y = X[:, self._members] - self.fit_mean
+        Y[~np.broadcast_to(rows[:, :, None], Y.shape)] = 0.0
+        Y[:, ~self._present] = 0.0
+        self.acc_s1 = np.add.accumulate(np.concatenate([self.acc_s1[None], Y]), axis=0)[-1]
+        outer = Y[:, :, :, None] * Y[:, :, None, :]
+        self.acc_s2 = np.add.accumulate(np.concatenate([self.acc_s2[None], outer]), axis=0)[-1]
+        learned = rows.sum(axis=0)
+        self.acc_n += learned
+        self.count += learned
+
+    def _active(self) -> np.ndarray:
+        return ~((self._mode == FROZEN) & (self.fitted > 0))
+
+    def _due(self) -> np.ndarray:
+        """Groups that refit now: at a ``refit_every`` tick, with enough learned since the last fit
+        (``warmup`` ticks for the first fit, a quarter of ``refit_every`` after)."""
+        at_boundary = self.ticks % self._refit_every == 0
+        need = np.where(self.fitted > 0, np.maximum(2.0, self._refit_every // 4), self._warmup)
+        return at_boundary & (self.acc_n >= need) & self._active()
+
+    def _rows_to_refit(self) -> int:
+        """Ticks to the next refit boundary of any group: a block that long scores with one model.
+
+        Refits fall on ticks (every ``refit_every``), not on learned samples, so
+        that groups which learn at different paces still refit together and
+        blocks stay long.
+        """
+        active = self._active()
+        if not active.any():
+            return 1 << 62
+        left = self._refit_every - self.ticks % self._refit_every
+        return max(1, int(left[active].min()))
+
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        self._take_smoothed(x, valid)
+        self._learn_rows(x[None, :], valid[None, :], learn[None, :])
+
+    def _learn_rows(self, X: np.ndarray, valid: np.ndarray, learn: np.ndarray) -> None:
+        if not len(self.groups):
+            return
+        rows = self._learning_rows(X, valid, learn)
+        if rows.any():
+            self._accumulate(X, rows)
+        self.ticks += X.shape[0]
+        for g in np.flatnonzero(self._due()):
+            self._refit(int(g))
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """Score then learn a block of ticks, batched: every tick before the next possible refit at once."""
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        L = X.shape[0]
+        out = np.empty(X.shape, dtype=np.float64)
+        max_rows = max(1, CHUNK_ELEMENTS // max(1, len(self.groups) * self.cap * self.cap))
+        i = 0
+        while i < L:
+            j = min(L, i + self._rows_to_refit(), i + max_rows)
+            scores = self._score_rows(X[i:j], valid[i:j])
+            self._take_smoothed(None, None)
+            out[i:j] = scores
+            if len(self.groups):
+                self._learn_rows(X[i:j], valid[i:j], valid[i:j] & (scores < protect_threshold))
+            i = j
+        return out
+
+    # -- state ------------------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """Per tag: its group's counters, its own sums and mean, and its row of the group matrices."""
+        n, cap = self.n_tags, self.cap
+        g, pos = self._tag_group, self._tag_pos
+        inside = g >= 0
+        out: dict[str, np.ndarray] = {}
+        for name in ("count", "ticks", "acc_n", "fitted", "smoothed"):
+            a = np.zeros(n)
+            a[inside] = getattr(self, name)[g[inside]]
+            out[name] = a
+        for name in ("acc_s1", "fit_mean", "anchor_mean", "anchor_scale"):
+            a = np.zeros(n)
+            a[inside] = getattr(self, name)[g[inside], pos[inside]]
+            out[name] = a
+        for name in ("acc_s2", "fit_cov"):
+            a = np.zeros((n, cap))
+            a[inside] = getattr(self, name)[g[inside], pos[inside]]
+            out[name] = a
+        return out
+
+    def state_nbytes(self) -> int:
+        return self.n_tags * 8 * (9 + 2 * self.cap)
+
+    def load_state(self, state: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> None:
+        """Restore per-tag arrays; with ``rows``, a group resumes only if it holds the very same tags.
+
+        A group that lost or gained a tag starts cold: its correlations no longer
+        describe the tags it has.
+        """
+        saved = {k: np.asarray(v) for k, v in state.items()}
+        if rows is None:
+            if saved["acc_s2"].shape != (self.n_tags, self.cap):
+                raise ValueError(f"pca: snapshot shape {saved['acc_s2'].shape} != {(self.n_tags, self.cap)}")
+            rows = np.arange(self.n_tags)
+        rows = np.asarray(rows)
+        for name in ("count", "ticks", "acc_n", "fitted", "smoothed", "acc_s1", "fit_mean", "acc_s2", "fit_cov"):
+            getattr(self, name)[...] = 0.0
+        self.anchor_mean[...] = 0.0
+        self.anchor_scale[...] = 1.0
+        for g, m in enumerate(self.groups):
+            old = rows[m]
+            size = len(m)
+            if (old < 0).any() or not self._same_group(saved, old):
+                continue
+            # Old columns are in old tag order: the rank of each old tag among the group's old tags.
+            col = np.argsort(np.argsort(old))
+            self.count[g] = saved["count"][old[0]]
+            self.acc_n[g] = saved["acc_n"][old[0]]
+            self.ticks[g] = saved["ticks"][old[0]]
+            self.fitted[g] = saved["fitted"][old[0]]
+            self.smoothed[g] = saved["smoothed"][old[0]]
+            self.acc_s1[g, :size] = saved["acc_s1"][old]
+            self.fit_mean[g, :size] = saved["fit_mean"][old]
+            self.anchor_mean[g, :size] = saved["anchor_mean"][old]
+            self.anchor_scale[g, :size] = saved["anchor_scale"][old]
+            self.acc_s2[g, :size, :size] = saved["acc_s2"][old][:, col]
+            self.fit_cov[g, :size, :size] = saved["fit_cov"][old][:, col]
+        self._forget_caches()
+
+    @staticmethod
+    def _same_group(saved: Mapping[str, np.ndarray], old: np.ndarray) -> bool:
+        """Whether the old tags were one whole group: same counters, and exactly as many as its width."""
+        width = saved["acc_s2"].shape[1]
+        counters = np.stack([saved[k][old] for k in ("count", "ticks", "acc_n", "fitted", "smoothed")])
+        if not (counters == counters[:, :1]).all() or len(old) > width:
+            return False
+        # Columns past the group's size are zero in every saved row; a smaller group has more of them.
+        used = (saved["fit_cov"][old] != 0).any(axis=0) | (saved["acc_s2"][old] != 0).any(axis=0)
+        return not used[len(old) :].any()
+
+    def _forget_caches(self) -> None:
+        for g in range(len(self.groups)):
+            self._derive(g)
+        self._tag_warm = None
+        self._pending = self._pending_key = None
+        super()._forget_caches()

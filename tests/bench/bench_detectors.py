@@ -1,0 +1,96 @@
+"""Cost of each detector: rows per second in replay, and time per tick live at 1k tags.
+
+Not a pytest test (pytest ignores tests/bench). Run from the repository root:
+
+    python tests/bench/bench_detectors.py
+
+Replay: each detector on its own (switched on, past its warm-up), fed blocks of
+``FRAME`` ticks through ``run`` as the bank does under "own" protection, at
+SKAB's width (8 tags) and TEP's (52 tags); rows/s is ticks per second. The PCA
+detector is shown learning (protecting: refits every 100 learned ticks) and
+frozen. Live: one tick per ``score`` + ``update`` call at 1,000 tags (PCA in
+groups of 64), microseconds per tick. The signal is a correlated process
+(a few loads shared by all tags, plus noise), so the PCA model has structure.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from detectors import DETECTORS, Detector, TagLimits  # noqa: E402
+from detectors.checks import build  # noqa: E402
+
+FRAME = 600
+WARM_ROWS = 1200
+TIMED_ROWS = 6000
+LIVE_TICKS = 200
+REPEATS = 3
+
+
+def process(n_rows: int, n_tags: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    loads = np.cumsum(rng.standard_normal((n_rows, 3)) * 0.1, axis=0)
+    return 50.0 + loads @ rng.standard_normal((3, n_tags)) + rng.standard_normal((n_rows, n_tags))
+
+
+def variants() -> list[tuple[str, type[Detector], dict[str, object]]]:
+    out: list[tuple[str, type[Detector], dict[str, object]]] = []
+    for name, cls in DETECTORS.items():
+        if name == "pca":  # one model over every tag, as the default one model per source gives
+            out.append(("pca (protecting)", cls, {"group": -1}))
+            out.append(("pca (frozen)", cls, {"group": -1, "mode": "frozen"}))
+        else:
+            out.append((name, cls, {}))
+    return out
+
+
+def replay_rate(cls: type[Detector], settings: dict[str, object], n_tags: int) -> float:
+    X = process(WARM_ROWS + TIMED_ROWS, n_tags)
+    ts = np.arange(len(X), dtype=np.float64)
+    valid = np.ones(X.shape, dtype=bool)
+    times = []
+    for _ in range(REPEATS):
+        det = build(cls, TagLimits.unknown(n_tags), **settings)
+        det.run(X[:WARM_ROWS], ts[:WARM_ROWS], valid[:WARM_ROWS])
+        start = time.perf_counter()
+        for i in range(WARM_ROWS, len(X), FRAME):
+            det.run(X[i : i + FRAME], ts[i : i + FRAME], valid[i : i + FRAME])
+        times.append(time.perf_counter() - start)
+    return TIMED_ROWS / statistics.median(times)
+
+
+def live_cost(cls: type[Detector], settings: dict[str, object], n_tags: int) -> float:
+    X = process(WARM_ROWS + LIVE_TICKS, n_tags, seed=1)
+    ts = np.arange(len(X), dtype=np.float64)
+    valid = np.ones(X.shape, dtype=bool)
+    extra = {"max_group_size": 64} if cls.multivariate else {}  # 1k tags: 16 models of 64 tags
+    det = build(cls, TagLimits.unknown(n_tags), **settings, **extra)
+    det.run(X[:WARM_ROWS], ts[:WARM_ROWS], valid[:WARM_ROWS])
+    start = time.perf_counter()
+    for i in range(WARM_ROWS, len(X)):
+        s = det.score(X[i], float(ts[i]), valid[i])
+        det.update(X[i], float(ts[i]), valid[i], valid[i] & (s < 0.5))
+    return 1e6 * (time.perf_counter() - start) / LIVE_TICKS
+
+
+def main() -> None:
+    print(f"replay: blocks of {FRAME} ticks, median of {REPEATS}; live: 1 tick per call, 1,000 tags")
+    print(f"{'detector':<20} {'rows/s, 8 tags':>15} {'rows/s, 52 tags':>16} {'live us/tick, 1k tags':>22}")
+    for label, cls, settings in variants():
+        r8 = replay_rate(cls, settings, 8)
+        r52 = replay_rate(cls, settings, 52)
+        live = live_cost(cls, settings, 1000)
+        print(f"{label:<20} {r8:>15,.0f} {r52:>16,.0f} {live:>22,.0f}")
+
+
+if __name__ == "__main__":
+    main()
