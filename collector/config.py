@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from collector.detector_settings import PARTIALS, DetectorDefaults
+from collector.exporters.tls import server_context
+from collector.insecure import insecure_problems
 from collector.receivers import SourceConfig, source_kinds
+from collector.sinks.options import SinkConfig, sink_kinds, sink_problems
 from collector.sources import ConfigPath, Secret, SourceBase, Strict, TagConfig
 from detectors import DETECTORS
 
@@ -46,10 +49,37 @@ class BasicAuth(Strict):
     password: Secret
 
 
+class ExporterTls(Strict):
+    """/metrics over TLS; with ``client_ca_file`` only scrapers holding a certificate that CA signed get in."""
+
+    cert_file: ConfigPath = Field(description="Server certificate chain (PEM) presented to Prometheus.")
+    key_file: ConfigPath = Field(description="Private key (PEM) of cert_file.")
+    client_ca_file: ConfigPath | None = Field(
+        default=None, description="CA (PEM) that must have signed the scraper's client certificate; null: none asked."
+    )
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _loads(self) -> ExporterTls:
+        """A key that does not match its certificate must stop the start, not the first scrape."""
+        try:
+            server_context(self.cert_file, self.key_file, self.client_ca_file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load the certificate, key or client CA: {exc}") from None
+        return self
+
+
 class ExporterConfig(Strict):
     listen: str = Field(default=DEFAULT_LISTEN, description="host:port of /metrics; loopback unless you say so.")
-    per_tag_values: bool = Field(default=True, description="Export each tag's value and quality.")
+    per_tag_values: bool = Field(default=True, description="Export each tag's value, quality and limits.")
     basic_auth: BasicAuth | None = None
+    tls: ExporterTls | None = Field(default=None, description="Serve /metrics and /healthz over TLS; null: plain HTTP.")
 
     @field_validator("listen")
     @classmethod
@@ -71,6 +101,10 @@ class ExporterConfig(Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.listen}/metrics"
 
 
 class PipelineConfig(Strict):
@@ -127,6 +161,17 @@ class DetectorsConfig(Strict):
     overrides: list[DetectorOverride] = []  # type: ignore[valid-type]
 
 
+class SecurityConfig(Strict):
+    """Insecure choices this config makes on purpose; each is refused before start unless allowed here."""
+
+    allow_inline_secrets: bool = Field(
+        default=False, description="Accept passwords written inline instead of {file: PATH} or {env: NAME}."
+    )
+    allow_world_readable_keys: bool = Field(
+        default=False, description="Accept private key files that other local users can read."
+    )
+
+
 class PlantConfig(Strict):
     site: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=100)]
     state_dir: ConfigPath = Field(description="Where snapshots and the alert journal live.")
@@ -135,6 +180,8 @@ class PlantConfig(Strict):
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
     detectors: DetectorsConfig = DetectorsConfig()
     alerting: AlertingConfig = AlertingConfig()
+    sinks: list[SinkConfig] = Field(default=[], description="Where alerts go besides the journal.")  # type: ignore[valid-type]
+    security: SecurityConfig = SecurityConfig()
 
     @property
     def tags(self) -> list[TagConfig]:
@@ -178,6 +225,7 @@ def _cross_problems(data: dict[str, Any]) -> Iterable[tuple[str, str]]:
         for m, pattern in enumerate(_items(patterns)):
             if isinstance(pattern, str) and not fnmatch.filter(names, pattern):
                 yield f"detectors.overrides[{k}].tags[{m}]", f"{pattern!r} matches no tag"
+    yield from sink_problems(data)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -189,7 +237,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     for position, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif position == 2 and loc[0] == "sources" and part in kinds:
+        elif position == 2 and part in (kinds if loc[0] == "sources" else sink_kinds() if loc[0] == "sinks" else ()):
             pass  # the discriminated union's branch name; the user wrote kind: <part>, not a key
         elif isinstance(part, str) and part.startswith("function-"):
             pass
@@ -223,6 +271,8 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         path, reason = _path(loc), _reason(error)
         if error["type"] == "extra_forbidden" and len(loc) >= 2 and loc[-2] in ("detectors", "defaults"):
             reason = f"unknown detector; must be one of {', '.join(DETECTORS)}"
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ("sinks",):
+            reason = f"must be one of {', '.join(sink_kinds())}"
         if error["type"] == "union_tag_not_found":
             path = f"{path}.kind"
         if error["type"] == "union_tag_invalid":
@@ -242,6 +292,8 @@ def parse_config(data: Any, base_dir: Path, file: Path | None = None) -> PlantCo
     except ValidationError as exc:
         problems.extend(_problems(exc))
     problems.extend(_cross_problems(data))
+    if cfg is not None:
+        problems.extend(insecure_problems(cfg, data))
     if problems or cfg is None:
         raise ConfigError(problems, file)
     return cfg
@@ -270,6 +322,7 @@ __all__ = [
     "ExporterConfig",
     "PipelineConfig",
     "PlantConfig",
+    "SecurityConfig",
     "SourceBase",
     "TagConfig",
     "load_config",

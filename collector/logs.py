@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -53,9 +54,44 @@ def _quote(value: object) -> str:
     return json.dumps(text)
 
 
+# syslog priorities journald reads from a "<N>" line prefix (SyslogLevelPrefix=yes, its default)
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+class JournaldPrefix(logging.Formatter):
+    """Under systemd, stderr goes to journald: a ``<N>`` prefix gives each line its PRIORITY.
+
+    The line itself stays logfmt or JSON (one event per line, fields intact), so
+    ``journalctl -u plantwatch -p warning -o cat`` filters by level and the output
+    pipes into ``jq`` (with ``--log-format json``) or any logfmt reader.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        return f"<{_PRIORITY[level]}>" + self.inner.format(record)
+
+
+def stderr_is_journal(environ: dict[str, str] | None = None, stream: object = None) -> bool:
+    """True when systemd connected stderr to journald: $JOURNAL_STREAM names stderr's device:inode."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat((stream or sys.stderr).fileno())  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else LogfmtFormatter()
+    handler.setFormatter(JournaldPrefix(formatter) if stderr_is_journal() else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

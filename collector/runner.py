@@ -13,8 +13,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
+from collector.audit import AuditTrail, SourceWatch
 from collector.config import PlantConfig
 from collector.exporters.prometheus import DaemonCounters
 from collector.journal import AlertJournal, read_journal
@@ -22,6 +26,8 @@ from collector.logs import LogOnce
 from collector.pipeline import FrameResult, Pipeline
 from collector.queue import SampleQueue
 from collector.receivers import RECEIVERS, Receiver, ReceiverContext
+from collector.samples import SampleBatch
+from collector.sinks import AlertSinks
 from collector.state import StateStore
 
 log = logging.getLogger("plantwatch.runner")
@@ -38,18 +44,31 @@ def build_receivers(
     for index, source in enumerate(cfg.sources):
         tag_index = {tag.source_key: column + j for j, tag in enumerate(source.tags)}
         column += len(source.tags)
-        context = ReceiverContext(
-            index=index,
-            tag_index=tag_index,
-            queue=queue,
-            tick_s=cfg.pipeline.tick_s,
-            log=logging.getLogger(f"plantwatch.source.{source.name}"),
-            clock=clock,
-        )
-        cls = RECEIVERS[source.kind]
-        kwargs: dict[str, Any] = {} if realtime else {"realtime": False}
-        receivers.append(cls(source, context, **kwargs))
+        receivers.append(make_receiver(cfg, source, index, tag_index, queue, realtime=realtime, clock=clock))
     return receivers
+
+
+def make_receiver(
+    cfg: PlantConfig,
+    source: Any,
+    index: int,
+    tag_index: dict[str, int],
+    queue: SampleQueue,
+    *,
+    realtime: bool,
+    clock: Callable[[], float] = time.time,
+) -> Receiver:
+    """One receiver whose batches carry ``index`` as their source and ``tag_index``'s columns."""
+    context = ReceiverContext(
+        index=index,
+        tag_index=tag_index,
+        queue=queue,
+        tick_s=cfg.pipeline.tick_s,
+        log=logging.getLogger(f"plantwatch.source.{source.name}"),
+        clock=clock,
+    )
+    kwargs: dict[str, Any] = {} if realtime else {"realtime": False}
+    return RECEIVERS[source.kind](source, context, **kwargs)
 
 
 class Runner:
@@ -62,8 +81,12 @@ class Runner:
         store: StateStore | None = None,
         on_frame: FrameHook | None = None,
         clock: Callable[[], float] = time.time,
+        sinks: AlertSinks | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.cfg = cfg
+        self.sinks = sinks
+        self.audit = audit
         self.journal = journal
         self.store = store
         self.on_frame = on_frame
@@ -72,6 +95,11 @@ class Runner:
         self.queue = SampleQueue(cfg.pipeline.queue_capacity, cfg.pipeline.overflow)
         self.receivers = build_receivers(cfg, self.queue, realtime=realtime, clock=clock)
         self.pipeline = Pipeline(cfg, [r.live for r in self.receivers])
+        self.source_watch = SourceWatch(self.receivers)
+        # After a reload that moved columns, batches from receivers kept running are re-addressed:
+        # emitted source id -> (pipeline source index, old column -> new column or None if unchanged).
+        self.routes: dict[int, tuple[int, np.ndarray | None]] | None = None
+        self.tasks: dict[Receiver, asyncio.Task[None]] = {}
         self.counters = DaemonCounters()
         self._next_snapshot = math.inf
         self.abandoned: list[asyncio.Task[None]] = []  # receivers that ignored cancellation at shutdown
@@ -113,7 +141,7 @@ class Runner:
 
     # -- loop ----------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, until_finished: bool = False) -> None:
-        tasks = [asyncio.create_task(r.run(), name=f"receiver:{r.name}") for r in self.receivers]
+        self.tasks = {r: asyncio.create_task(r.run(), name=f"receiver:{r.name}") for r in self.receivers}
         interval = self.cfg.pipeline.snapshot_interval_s
         self._next_snapshot = self.clock() + interval
         poll = min(0.25, self.cfg.pipeline.tick_s / 4)
@@ -129,31 +157,49 @@ class Runner:
                 if not self.realtime:
                     await asyncio.sleep(0)  # let the recording refill the queue
         finally:
-            for task in tasks:
-                task.cancel()
-            # A receiver whose library swallows the cancellation must not hold the shutdown hostage:
-            # after STOP_GRACE_S it is abandoned (and logged), and the journal and snapshot still get written.
-            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S) if tasks else (set(), set())
-            for r, task in zip(self.receivers, tasks, strict=True):
-                if task in pending:
-                    self.abandoned.append(task)
-                    log.error("receiver did not stop; abandoned", extra={"source": r.name, "grace_s": STOP_GRACE_S})
-                elif not task.cancelled() and task.exception() is not None:
-                    log.error(
-                        "receiver stopped with an error", extra={"source": r.name, "error": repr(task.exception())}
-                    )
+            await self.stop_receivers(list(self.tasks))
             self._take()  # what the receivers had already queued is scored, not lost
             self.snapshot()
 
+    async def stop_receivers(self, receivers: list[Receiver]) -> None:
+        """Cancel receivers' tasks (at shutdown, or the ones a reload replaced)."""
+        pairs = [(r, self.tasks.pop(r)) for r in receivers if r in self.tasks]
+        for _, task in pairs:
+            task.cancel()
+        # A receiver whose library swallows the cancellation must not hold the shutdown hostage:
+        # after STOP_GRACE_S it is abandoned (and logged), and the journal and snapshot still get written.
+        tasks = [task for _, task in pairs]
+        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S) if tasks else (set(), set())
+        for r, task in pairs:
+            if task in pending:
+                self.abandoned.append(task)
+                log.error("receiver did not stop; abandoned", extra={"source": r.name, "grace_s": STOP_GRACE_S})
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("receiver stopped with an error", extra={"source": r.name, "error": repr(task.exception())})
+
     def _take(self) -> None:
         for batch in self.queue.drain():
+            if self.routes is not None:
+                routed = route(batch, self.routes)
+                if routed is None:
+                    continue  # from a receiver a reload removed
+                batch = routed
             self.pipeline.feed(batch)
+        if self.audit is not None:
+            self.audit.record_many(self.source_watch.poll())
         self._report_losses()
         result = self.pipeline.advance(self.clock())
         if result is None:
             return
         if result.transitions:
-            self.counters.journal_lines += self.journal.append(t.as_record() for t in result.transitions)
+            records = [t.as_record() for t in result.transitions]
+            self.counters.journal_lines += self.journal.append(records)
+            first = self.journal.seq - len(records) + 1  # the journal numbered them in this order
+            records = [{"seq": first + k, **rec} for k, rec in enumerate(records)]
+            if self.sinks is not None:
+                self.sinks.publish(records)  # non-blocking hand-offs; each sink delivers in its own thread
+            if self.audit is not None:
+                self.audit.alert_transitions(records)
             for t in result.transitions:
                 log.info(
                     f"alert {t.event}",
@@ -176,3 +222,14 @@ class Runner:
             if count > self._seen[kind]:
                 self._warn_once(kind, f"samples {kind.replace('_', ' ')}", count=count)
         self._seen = now
+
+
+def route(batch: SampleBatch, routes: dict[int, tuple[int, np.ndarray | None]]) -> SampleBatch | None:
+    """Re-address a batch from a receiver that kept running across a reload (one numpy take)."""
+    target = routes.get(batch.source)
+    if target is None:
+        return None
+    index, columns = target
+    if columns is None:
+        return batch if index == batch.source else replace(batch, source=index)
+    return replace(batch, source=index, tag=columns[batch.tag])

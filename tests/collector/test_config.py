@@ -245,9 +245,29 @@ def test_secrets_never_reach_repr_dumps_or_errors(tmp_path: Path, monkeypatch: p
 
 def test_secret_not_in_check_config_output(tmp_path: Path) -> None:
     doc = _doc([{"name": "TK101.LEVEL"}], exporter={"basic_auth": {"username": "u", "password": "inline-secret-42"}})
+    doc["security"] = {"allow_inline_secrets": True}
     result = check_config(_write(tmp_path / "plant.yaml", doc), cwd=tmp_path, env=_case_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "inline-secret-42" not in result.stdout + result.stderr
+
+
+def test_world_readable_private_key_is_refused_unless_allowed(tmp_path: Path) -> None:
+    from sim_plant.servers.certs import make_tls_ca, make_tls_cert
+
+    pair = make_tls_cert(tmp_path, "metrics", make_tls_ca(tmp_path))
+    cert, key = pair.cert, pair.key
+    doc = _doc([{"name": "TK101.LEVEL"}], exporter={"tls": {"cert_file": str(cert), "key_file": str(key)}})
+    key.chmod(0o644)
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path / "plant.yaml", doc))
+    assert [path for path, _ in caught.value.problems] == ["exporter.tls.key_file"]
+    assert "readable by other users" in caught.value.problems[0][1]
+
+    doc["security"] = {"allow_world_readable_keys": True}
+    assert load_config(_write(tmp_path / "plant.yaml", doc)).exporter.tls is not None
+    del doc["security"]
+    key.chmod(0o640)  # group-readable (the service's own group) is the normal install
+    assert load_config(_write(tmp_path / "plant.yaml", doc)).exporter.tls is not None
 
 
 def test_config_error_lists_every_problem_with_its_path(tmp_path: Path) -> None:
