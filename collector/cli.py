@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command: check-config, run, replay.
+"""The ``plantwatch`` command: check-config, run, replay, baseline.
 
 Exit codes: 0 success, 2 a bad config or recording (nothing was started), 1 a failure at run time.
 """
@@ -87,6 +87,74 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+BASELINE_VERBS = ("fit", "list", "show", "activate", "rollback")
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """fit RECORDING | RECORDING | list | show VERSION | activate VERSION | rollback VERSION (or --list, --rollback)."""
+    from collector.audit import AUDIT_FILE, AuditTrail
+    from collector.baseline import BaselineError, BaselineStore, check_fits, fit, render_list, render_show, version_name
+
+    words = list(args.words)
+    if args.list:
+        words = ["list", *words]
+    elif args.rollback:
+        words = ["rollback", args.rollback, *words]
+    elif args.show:
+        words = ["show", args.show, *words]
+    if words and words[0] not in BASELINE_VERBS:
+        words = ["fit", *words]  # `plantwatch baseline RECORDING -c FILE`, as the issue writes it
+    verb, operands = (words[0], words[1:]) if words else ("list", [])
+    wanted = 0 if verb == "list" else 1
+    if len(operands) != wanted:
+        what = "nothing" if wanted == 0 else ("a RECORDING" if verb == "fit" else "a VERSION")
+        print(f"plantwatch baseline {verb}: takes {what}, got {operands or 'none'}", file=sys.stderr)
+        return EXIT_CONFIG
+    cfg = _load(args.config)
+    store = BaselineStore(cfg.state_dir)
+    logging.getLogger("plantwatch.runner").setLevel(logging.WARNING)  # a line per alert during a fit is noise
+    try:
+        if verb == "list":
+            print(render_list(store, cfg))
+            return 0
+        if verb == "fit":
+            meta, arrays = fit(cfg, Path(args.config), Path(operands[0]), note=args.note or "")
+            version = store.add(arrays, meta)
+            with AuditTrail(cfg.state_dir / AUDIT_FILE) as audit:
+                audit.record(
+                    "baseline_fitted", version=version, recording=meta["recording"], rows=meta["rows"], by=meta["by"]
+                )
+                if args.activate:
+                    pointer = store.activate(version, action="activate")
+                    audit.record("baseline_changed", **pointer.__dict__)
+            print(f"baseline {version} fitted from {meta['recording']}: {meta['rows']} rows, {len(meta['tags'])} tags")
+            print(render_show(store.meta(version), store.active(), store.reference_for(version)))
+            if not args.activate:
+                print(f"not active: review it, then `plantwatch baseline activate {version} -c {args.config}`")
+            return 0
+        version = version_name(operands[0])
+        meta = store.meta(version)
+        warnings = check_fits(meta, cfg)
+        if verb == "show":
+            print(render_show(meta, store.active(), store.reference_for(version)))
+            for warning in warnings:
+                print(f"note: {warning}")
+            return 0
+        pointer = store.activate(version, action=verb)
+        with AuditTrail(cfg.state_dir / AUDIT_FILE) as audit:
+            audit.record("baseline_changed", **pointer.__dict__)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(
+            f"baseline {version} active (was {pointer.previous or 'none'}); "
+            "the daemon restores it at its next start, over its snapshot"
+        )
+        return 0
+    except BaselineError as exc:
+        print(f"plantwatch baseline {verb}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from collector.demo import run_demo
     from collector.logs import setup_logging
@@ -164,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true")
     logging_options(replay)
     replay.set_defaults(func=cmd_replay)
+
+    baseline = sub.add_parser(
+        "baseline",
+        help="fit learned baselines from a trusted recording, list, show, activate or roll back versions",
+        description="plantwatch baseline [fit] RECORDING | list | show VERSION | activate VERSION | rollback VERSION",
+    )
+    baseline.add_argument("words", nargs="*", metavar="fit RECORDING | list | show V | activate V | rollback V")
+    baseline.add_argument("-c", "--config", required=True)
+    baseline.add_argument("--note", help="why this recording is trusted; kept with the version")
+    baseline.add_argument("--activate", action="store_true", help="with fit: make the new version active at once")
+    baseline.add_argument("--list", action="store_true", help="same as `baseline list`")
+    baseline.add_argument("--rollback", metavar="VERSION", help="same as `baseline rollback VERSION`")
+    baseline.add_argument("--show", metavar="VERSION", help="same as `baseline show VERSION`")
+    baseline.set_defaults(func=cmd_baseline)
 
     from sim_plant.cli import add_parser as add_sim_parser
     from sim_plant.plants import PLANTS

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from collector import __version__
 from collector.audit import AUDIT_FILE, AuditTrail
+from collector.baseline import restore_active
 from collector.config import PlantConfig
 from collector.exporters.prometheus import MetricsServer, PlantCollector
 from collector.health import Readiness
@@ -42,7 +43,11 @@ async def serve(cfg: PlantConfig, config_path: Path | None = None) -> int:
     with AlertJournal(cfg.state_dir / JOURNAL) as journal, AuditTrail(cfg.state_dir / AUDIT_FILE) as audit:
         sinks = AlertSinks.from_config(cfg)
         runner = Runner(cfg, journal, realtime=True, store=store, sinks=sinks, audit=audit)
-        if runner.restore():
+        resumed = runner.restore()
+        baseline = restore_active(runner, cfg.state_dir, audit)  # an activated baseline wins over an older snapshot
+        if baseline is not None:
+            audit.record("baseline_restored", **baseline, snapshot=str(store.path) if resumed else None)
+        elif resumed:
             audit.record("baseline_restored", snapshot=str(store.path), journal_seq=journal.seq)
         else:
             audit.record("baseline_new", reason="no snapshot in state_dir; detectors learn from scratch")

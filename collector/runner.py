@@ -102,6 +102,8 @@ class Runner:
         self.tasks: dict[Receiver, asyncio.Task[None]] = {}
         self.counters = DaemonCounters()
         self._next_snapshot = math.inf
+        self.restored_meta: dict[str, Any] | None = None  # the snapshot's header, once restore() found one
+        self.snapshot_meta: dict[str, Any] = {}  # carried into every snapshot (the baseline activation seen)
         self.abandoned: list[asyncio.Task[None]] = []  # receivers that ignored cancellation at shutdown
         self._warn_once = LogOnce(log)
         self._seen = {"non_finite": 0, "late": 0, "too_early": 0, "unknown_tag": 0, "queue_full": 0}
@@ -116,6 +118,7 @@ class Runner:
             return False
         arrays, meta = loaded
         self.pipeline.restore(arrays, meta)
+        self.restored_meta = meta
         seq = int(meta.get("journal_seq", 0))
         applied = self.pipeline.alerts.apply_journal(read_journal(self.journal.path, after_seq=seq))
         self.counters.restored = True
@@ -133,6 +136,7 @@ class Runner:
         if self.store is None:
             return
         arrays, meta = self.pipeline.snapshot()
+        meta.update(self.snapshot_meta)
         meta["journal_seq"] = self.journal.seq
         meta["written"] = self.clock()
         self.store.save(arrays, meta)

@@ -64,6 +64,50 @@ class StateStore:
         return None
 
 
+def write_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file, fsync'd, then moved in.
+
+    With ``exclusive`` the file must not exist yet (``FileExistsError`` otherwise): it is linked
+    in rather than renamed, so two writers racing for one name cannot overwrite each other. That
+    is how an immutable file (a baseline version) is created.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    """Arrays and a JSON header as the bytes of an ``.npz``, the layout ``StateStore`` writes and reads."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, __meta__=np.array(json.dumps({"format": FORMAT_VERSION, **meta})), **arrays)
+    return buffer.getvalue()
+
+
+def read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and header of an ``.npz`` written by ``npz_bytes``; raises ValueError if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+            meta = json.loads(str(data["__meta__"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format {meta.get('format')!r} unknown (this plantwatch reads {FORMAT_VERSION})")
+    return arrays, meta
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
