@@ -407,6 +407,7 @@ def restore_active(runner: Runner, state_dir: Path, audit: AuditTrail | None = N
     if pointer is None:
         return None
     seen = (runner.restored_meta or {}).get("baseline_activation")
+    runner.counters.baseline_version = pointer.version  # the normal the detectors grew from, for /metrics
     if seen == pointer.activation:
         runner.snapshot_meta["baseline_activation"] = pointer.activation
         return None  # the snapshot grew from this baseline: live learning goes on
@@ -417,6 +418,7 @@ def restore_active(runner: Runner, state_dir: Path, audit: AuditTrail | None = N
         log.error("active baseline not restored", extra={"version": pointer.version, "error": str(exc)})
         if audit is not None:
             audit.record("baseline_refused", version=pointer.version, activation=pointer.activation, error=str(exc))
+        runner.counters.baseline_version = ""
         return None
     pipeline = runner.pipeline
     before = pipeline.bank.state()

@@ -60,6 +60,7 @@ class DaemonCounters:
     snapshots: int = 0
     last_snapshot_time: float = math.nan
     restored: bool = False
+    baseline_version: str = ""  # the activated baseline (plantwatch baseline) the detectors grew from, if any
 
 
 class PlantCollector(Collector):
@@ -194,6 +195,14 @@ class PlantCollector(Collector):
                 c.last_snapshot_time,
             )
         yield _gauge("plantwatch_state_restored", "1 if learned state was restored at start.", site, float(c.restored))
+        if c.baseline_version:
+            info = GaugeMetricFamily(
+                "plantwatch_baseline_info",
+                "The activated baseline version the detectors grew from (plantwatch baseline).",
+                labels=["site", "version"],
+            )
+            info.add_metric([site, c.baseline_version], 1.0)
+            yield info
 
     def _tags(self) -> Iterable[Metric]:
         site = self.site

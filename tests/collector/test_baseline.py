@@ -87,6 +87,7 @@ def test_fit_two_versions_roll_back_and_the_daemon_restores_it(
     text = first.wait_for(listen, lambda t: (sample_value(t, "plantwatch_ticks_total") or 0) >= 5, timeout=30)
     # Warm at once: the detectors start from the baseline's 1800 learned samples, not from zero.
     assert sample_value(text, "plantwatch_detector_warm_tags", detector="ewma") == 6.0
+    assert sample_value(text, "plantwatch_baseline_info", version="v0001") == 1.0
     restored = audit_events(state, "baseline_restored")
     assert restored[-1]["version"] == "v0001" and restored[-1]["activation"] == pointer.activation
     assert restored[-1]["over_snapshot"] is False and restored[-1]["tags_matched"] == 8
@@ -102,7 +103,8 @@ def test_fit_two_versions_roll_back_and_the_daemon_restores_it(
 
     second = Daemon(config, tmp_path / "second.log")
     daemons.append(second)
-    second.wait_for(listen, lambda t: sample_value(t, "plantwatch_state_restored") == 1.0, timeout=30)
+    text = second.wait_for(listen, lambda t: sample_value(t, "plantwatch_state_restored") == 1.0, timeout=30)
+    assert sample_value(text, "plantwatch_baseline_info", version="v0002") == 1.0
     assert second.stop(signal.SIGTERM) == 0
     last = audit_events(state, "baseline_restored")[-1]
     assert last["version"] == "v0002" and last["over_snapshot"] is True
