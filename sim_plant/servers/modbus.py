@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ssl
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -40,7 +41,7 @@ from pymodbus.pdu.register_message import (
     WriteMultipleRegistersRequest,
     WriteSingleRegisterRequest,
 )
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusTcpServer, ModbusTlsServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -146,8 +147,21 @@ class _PlantTcpServer(ModbusTcpServer):
         return _PeerAwareHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
+class _PlantTlsServer(ModbusTlsServer):
+    """The same server inside TLS (Modbus/TLS framing: MBAP frames, as over TCP)."""
+
+    plant_unit_id: int
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _PeerAwareHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
 class ModbusPlantServer(PlantServer):
-    """Serves one plant's tags over Modbus TCP on ``host:port`` (port 0 picks a free one), read-only."""
+    """Serves one plant's tags over Modbus TCP on ``host:port`` (port 0 picks a free one), read-only.
+
+    With ``tls`` (a server-side ``ssl.SSLContext``, e.g. from ``certs.server_tls_context``) it speaks
+    Modbus/TLS instead, as a device of the Modbus Security protocol does.
+    """
 
     protocol = "modbus"
 
@@ -161,9 +175,11 @@ class ModbusPlantServer(PlantServer):
         port: int = 0,
         unit_id: int | None = None,
         word_order: str = "big",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(plant_name, tags, writes)
         self.host = host
+        self.tls = tls
         self._requested_port = port
         self.port: int | None = None
         self.unit_id = unit_id_for(plant_name) if unit_id is None else unit_id
@@ -183,7 +199,7 @@ class ModbusPlantServer(PlantServer):
         self._bits = np.zeros(n_status, dtype=bool)
         self._bit_words: list[int] = [0] * self._n_words
         self.last_ts: float | None = None
-        self._server: _PlantTcpServer | None = None
+        self._server: _PlantTcpServer | _PlantTlsServer | None = None
         self._listener: asyncio.AbstractServer | None = None
 
     # -- PlantServer ------------------------------------------------------------------------
@@ -191,16 +207,26 @@ class ModbusPlantServer(PlantServer):
     @property
     def endpoint(self) -> str:
         port = self.port if self.port is not None else self._requested_port
-        return f"modbus-tcp://{self.host}:{port}?unit={self.unit_id}"
+        scheme = "modbus-tls" if self.tls is not None else "modbus-tcp"
+        return f"{scheme}://{self.host}:{port}?unit={self.unit_id}"
 
     async def start(self) -> None:
         if self._server is not None:
             return
-        server = _PlantTcpServer(
-            self._device(),
-            address=(self.host, self._requested_port),
-            custom_pdu=self._reject_classes(),
-        )
+        server: _PlantTcpServer | _PlantTlsServer
+        if self.tls is not None:
+            server = _PlantTlsServer(
+                self._device(),
+                address=(self.host, self._requested_port),
+                sslctx=self.tls,
+                custom_pdu=self._reject_classes(),
+            )
+        else:
+            server = _PlantTcpServer(
+                self._device(),
+                address=(self.host, self._requested_port),
+                custom_pdu=self._reject_classes(),
+            )
         server.plant_unit_id = self.unit_id
         await server.serve_forever(background=True)
         listener = server.transport

@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import ssl
 from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
 from collector.logs import LogOnce
 from collector.receivers.base import Receiver, ReceiverContext, reconnect_delay
-from collector.receivers.modbus.decode import Block, DecodeError, Entry, plan_blocks
+from collector.receivers.modbus.decode import Block, DecodeError, Entry, PollImage, plan_blocks
 from collector.receivers.modbus.options import ModbusOptions
 from collector.samples import Quality, SampleBatch
 
@@ -45,6 +47,38 @@ EXCEPTION_NAMES = {
 }
 ILLEGAL_DATA_ADDRESS = 2
 _MAX_CONSECUTIVE_TIMEOUTS = 2  # in one poll: the device is silent, stop waiting on the rest of the blocks
+_SELECTOR_RESOLUTION_S = 1e-3  # epoll timeouts are whole milliseconds
+# OpenSSL verify results that mean "a good certificate, for another name" (X509_V_ERR_HOSTNAME/IP_ADDRESS_MISMATCH)
+_NAME_MISMATCH = frozenset({62, 64})
+
+
+class _HoldingWords(ReadHoldingRegistersResponse):
+    """An FC3 response whose registers are one numpy view of the frame, not a Python int per register.
+
+    pymodbus unpacks each register with ``struct.unpack`` in a Python loop, the
+    largest cost of a read after the network; the receiver copies the words
+    into its poll image anyway, so it takes them as they came, big endian.
+    """
+
+    function_code = 3
+
+    def decode(self, data: bytes) -> None:
+        size = int(data[0]) if data else 0
+        if size >= len(data):
+            raise ModbusIOException(
+                f"byte_count {size} > length of packet {len(data)}", function_code=self.function_code
+            )
+        self.registers = np.frombuffer(data, dtype=">u2", count=size // 2, offset=1)  # type: ignore[assignment]
+        self.count = size // 2
+
+    def __str__(self) -> str:  # pymodbus formats every response for a debug log: keep that cheap
+        return f"{type(self).__name__}(dev_id={self.dev_id}, transaction_id={self.transaction_id}, count={self.count})"
+
+
+class _InputWords(_HoldingWords):
+    """The same for FC4."""
+
+    function_code = 4
 
 
 class WriteRefused(RuntimeError):
@@ -81,6 +115,7 @@ class ModbusReceiver(Receiver):
             max_bits=options.max_bits_per_read,
             max_gap=options.max_gap,
         )
+        self._image = PollImage(self.blocks)
         self.all_tags = np.array(sorted({e.tag for e in entries}), dtype=np.int32)
         self.requests: Counter[int] = Counter()  # PDUs sent, by function code
         self.connections = 0  # TCP connections opened
@@ -89,21 +124,74 @@ class ModbusReceiver(Receiver):
         self._warn_once = LogOnce(context.log)
         self._internal_logged: set[str] = set()
         self._rng = random.Random()
+        self._connect_error: OSError | None = None  # why the last connect failed, when pymodbus swallowed it
 
     # -- the client ----------------------------------------------------------------------------
 
     def _new_client(self) -> AsyncModbusTcpClient:
+        """A fresh client (one TCP connection): Modbus/TLS with a verifying context when ``tls`` is set.
+
+        Raises OSError (ssl.SSLError included) when the TLS files cannot be used.
+        """
         opts = self.options
-        return AsyncModbusTcpClient(
-            opts.host,
-            port=opts.port,
-            name=f"plantwatch-{self.name}",
-            timeout=opts.timeout_s,
-            retries=0,  # a read that gets no answer is a fact to report, not to hide behind retries
-            reconnect_delay=0,  # no pymodbus auto-reconnect: this receiver owns the backoff
-            reconnect_delay_max=opts.reconnect_max_s,
-            trace_pdu=self._guard_pdu,
-        )
+        common: dict[str, Any] = {
+            "port": opts.port,
+            "name": f"plantwatch-{self.name}",
+            "timeout": opts.timeout_s,
+            "retries": 0,  # a read that gets no answer is a fact to report, not to hide behind retries
+            "reconnect_delay": 0,  # no pymodbus auto-reconnect: this receiver owns the backoff
+            "reconnect_delay_max": opts.reconnect_max_s,
+            "trace_pdu": self._guard_pdu,
+        }
+        client: AsyncModbusTcpClient
+        if opts.tls is not None:
+            client = AsyncModbusTlsClient(opts.host, sslctx=self._tls_context(), **common)
+        else:
+            client = AsyncModbusTcpClient(opts.host, **common)
+        client.register(_HoldingWords)  # this client's decoder only
+        client.register(_InputWords)
+        self._remember_connect_errors(client)
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Verify the device: its chain against ca_file (or the system's CAs), its name against host."""
+        tls = self.options.tls
+        assert tls is not None
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file is not None else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = tls.verify_hostname
+        context.verify_mode = ssl.CERT_REQUIRED  # whatever check_hostname is: the chain is always verified
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        return context
+
+    def _remember_connect_errors(self, client: AsyncModbusTcpClient) -> None:
+        """Keep the exception of a failed connect, which pymodbus logs and turns into ``False``.
+
+        It is what tells an untrusted certificate from a name mismatch from a refused port. pymodbus 3.x
+        connects through ``ctx.call_create``; without it the kinds fall back to ``connect``/``tls``.
+        """
+        ctx = getattr(client, "ctx", None)
+        create = getattr(ctx, "call_create", None)
+        if ctx is None or create is None:
+            return
+
+        async def create_connection() -> Any:
+            try:
+                return await create()
+            except OSError as exc:
+                self._connect_error = exc
+                raise
+
+        ctx.call_create = create_connection
+
+    def _connect_failure_kind(self) -> str:
+        exc = self._connect_error
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return "tls_hostname" if exc.verify_code in _NAME_MISMATCH else "tls_untrusted"
+        if isinstance(exc, ssl.SSLError) or (exc is None and self.options.tls is not None):
+            return "tls"
+        return "connect"
 
     def _guard_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         """Interlock on every PDU pymodbus is about to frame: reads only, ever."""
@@ -132,10 +220,15 @@ class ModbusReceiver(Receiver):
         outage_logged = False
         try:
             while True:
-                client = self._new_client()
                 lost_while_polling = False
                 try:
-                    if await self._open(client):
+                    client = self._new_client()
+                except (OSError, ValueError) as exc:  # unreadable CA, certificate or key: counted, retried
+                    client = None
+                    self.status.count_error("tls_config")
+                    self._warn_once("tls_config", "modbus TLS files unusable", source=self.name, error=str(exc))
+                try:
+                    if client is not None and await self._open(client):
                         self.connections += 1
                         if self._ever_connected:
                             self.status.reconnects += 1
@@ -145,14 +238,19 @@ class ModbusReceiver(Receiver):
                         outage_logged = False
                         await self._poll_until_lost(client)
                         lost_while_polling = True
-                    else:
-                        self.status.count_error("connect")
+                    elif client is not None:
+                        kind = self._connect_failure_kind()
+                        self.status.count_error(kind)
+                        if kind != "connect":
+                            error = str(self._connect_error) if self._connect_error else "TLS handshake failed"
+                            self._warn_once(kind, "modbus TLS connect refused", source=self.name, error=error)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a library surprise or a bug: count it, log it once, keep going
                     self._internal(exc)
                 finally:
-                    client.close()
+                    if client is not None:
+                        client.close()
                 self.status.up = False
                 if not lost_while_polling:
                     self._send_bad(self.all_tags)  # the poll that lost the link already marked its tags
@@ -168,6 +266,7 @@ class ModbusReceiver(Receiver):
             self.status.up = False
 
     async def _open(self, client: AsyncModbusTcpClient) -> bool:
+        self._connect_error = None
         try:
             async with asyncio.timeout(self.options.timeout_s + 1.0):
                 ok = await client.connect()
@@ -192,23 +291,30 @@ class ModbusReceiver(Receiver):
             if now > due:  # the poll took longer than the interval: skip the missed slots, count it
                 self.status.count_error("poll_overrun")
                 due += math.ceil((now - due) / interval) * interval
-            await asyncio.sleep(due - now)
+            # The selector sleeps in whole milliseconds: a slot less than that away starts now, not 1 ms late.
+            await asyncio.sleep(due - now if due - now >= _SELECTOR_RESOLUTION_S else 0)
 
     async def _poll(self, client: AsyncModbusTcpClient) -> bool:
-        """Read every block once and send one batch covering every tag; True when the link is lost."""
+        """Read every block once and send one batch covering every tag; True when the link is lost.
+
+        Each response is only copied into the poll's image; the image is decoded once at the end
+        (one numpy pass per type and order), and blocks not read become BAD samples.
+        """
         self.polls += 1
         clock = self.context.clock
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []  # (tag, value, good, ts)
-        bad: list[np.ndarray] = []
+        image = self._image
+        if image.blocks != self.blocks:  # a block was split after an exception: new layout
+            image = self._image = PollImage(self.blocks)
+        blocks = image.blocks
+        read = np.zeros(len(blocks), dtype=bool)
+        read_ts = np.zeros(len(blocks))
         answered = timeouts = consecutive_timeouts = 0
         lost = False
-        blocks = list(self.blocks)
-        for i, block in enumerate(blocks):
+        for k, block in enumerate(blocks):
             if not client.connected:
                 self.status.count_error("disconnect")
                 lost = True
             if lost or consecutive_timeouts >= _MAX_CONSECUTIVE_TIMEOUTS:
-                bad.extend(b.tags for b in blocks[i:])
                 break
             try:
                 async with asyncio.timeout(self.options.timeout_s + 0.5):
@@ -219,12 +325,10 @@ class ModbusReceiver(Receiver):
                 self._warn_once(kind, "modbus read failed", source=self.name, block=_where(block), error=str(exc))
                 timeouts += kind == "timeout"
                 consecutive_timeouts = consecutive_timeouts + 1 if kind == "timeout" else 0
-                bad.append(block.tags)
                 continue
             except ConnectionException:
                 self.status.count_error("disconnect")
                 lost = True
-                bad.append(block.tags)
                 continue
             finally:
                 _raise_if_cancelled()
@@ -232,24 +336,25 @@ class ModbusReceiver(Receiver):
             answered += 1
             if response.isError():
                 self._exception(block, response)
-                bad.append(block.tags)
                 continue
             data: Any = response.bits if block.is_bits else response.registers
             try:
-                tag, value, good = block.decode(data)
+                image.fill(k, data)
             except DecodeError as exc:
                 self.status.count_error("decode")
                 self._warn_once(
                     "decode", "modbus response not decodable", source=self.name, block=_where(block), error=str(exc)
                 )
-                bad.append(block.tags)
                 continue
-            parts.append((tag, value, good, clock()))
-        self._send(parts, bad)
+            read[k] = True
+            read_ts[k] = clock()
+        tag, value, good, block_of = image.decode(read)
+        bad = [image.block_tags[k] for k in np.flatnonzero(~read)]
+        self._send((tag, value, good, read_ts[block_of]), bad)
         if answered == 0 and timeouts:  # nothing answered: a silent device; start over on a fresh connection
             self.status.count_error("no_response")
             lost = True
-        self.status.up = bool(parts) and not lost
+        self.status.up = bool(read.any()) and not lost
         return lost
 
     def _exception(self, block: Block, response: ModbusPDU) -> None:
@@ -276,19 +381,21 @@ class ModbusReceiver(Receiver):
 
     # -- output --------------------------------------------------------------------------------
 
-    def _send(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]], bad: list[np.ndarray]) -> None:
+    def _send(self, read: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, bad: list[np.ndarray]) -> None:
+        """One batch: the values ``read`` (tag, value, good, ts) and a BAD sample now for each tag in ``bad``."""
         now = self.context.clock()
         tags: list[np.ndarray] = []
         values: list[np.ndarray] = []
         stamps: list[np.ndarray] = []
         quality: list[np.ndarray] = []
-        read = 0
-        for tag, value, good, ts in parts:
+        n_read = 0
+        if read is not None and read[0].shape[0]:
+            tag, value, good, ts = read
             tags.append(tag)
             values.append(value)
-            stamps.append(np.full(tag.shape[0], ts))
+            stamps.append(ts)
             quality.append(np.where(good, np.uint8(Quality.GOOD), np.uint8(Quality.BAD)).astype(np.uint8))
-            read += tag.shape[0]
+            n_read = tag.shape[0]
         for tag in bad:
             tags.append(tag)
             values.append(np.full(tag.shape[0], np.nan))
@@ -296,22 +403,22 @@ class ModbusReceiver(Receiver):
             quality.append(np.full(tag.shape[0], Quality.BAD, dtype=np.uint8))
         if not tags:
             return
-        ts = np.concatenate(stamps)
+        ts_all = stamps[0] if len(stamps) == 1 else np.concatenate(stamps)
         batch = SampleBatch(
             source=self.context.index,
-            tag=np.concatenate(tags).astype(np.int32, copy=False),
-            value=np.concatenate(values),
-            ts=ts,
-            recv_ts=ts.copy(),
-            quality=np.concatenate(quality),
+            tag=(tags[0] if len(tags) == 1 else np.concatenate(tags)).astype(np.int32, copy=False),
+            value=values[0] if len(values) == 1 else np.concatenate(values),
+            ts=ts_all,
+            recv_ts=ts_all.copy(),
+            quality=quality[0] if len(quality) == 1 else np.concatenate(quality),
         )
         self.context.queue.put_nowait(batch)
-        if read:
-            self.status.samples += read
+        if n_read:
+            self.status.samples += n_read
             self.status.last_sample_time = now
 
     def _send_bad(self, tags: np.ndarray) -> None:
-        self._send([], [tags])
+        self._send(None, [tags])
 
     def _internal(self, exc: Exception) -> None:
         self.status.count_error("internal")

@@ -36,7 +36,14 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.logs import LogOnce
 from collector.receivers.base import Receiver, ReceiverContext, reconnect_delay
-from collector.receivers.mqtt.decode import PayloadError, decode
+from collector.receivers.mqtt.decode import (
+    FastReader,
+    PayloadError,
+    decode,
+    fast_reader,
+    filter_matcher,
+    topic_key,
+)
 from collector.receivers.mqtt.options import MAX_PACKET, MqttOptions, TopicOptions
 from collector.samples import Quality, SampleBatch
 
@@ -71,6 +78,8 @@ class MqttReceiver(Receiver):
         self._went_down = 0  # disconnections not yet turned into BAD samples
         self._wake_pending = False
         self._wake_at = max(1, min(WAKE_AT, options.queue_max // 2))
+        self._queue_max, self._queue_max_bytes = options.queue_max, options.queue_max_bytes
+        self._max_payload = options.max_payload_bytes
         # -- network thread only --
         self._stop = threading.Event()
         self._connected_once = False
@@ -79,6 +88,10 @@ class MqttReceiver(Receiver):
         self._stopping = False
         # -- asyncio side only --
         self._routes: dict[str, TopicOptions | None] = {}
+        self._matchers = [(route, filter_matcher(route.filter)) for route in options.topics]
+        # topic -> (frame column, reader of its plain messages); None: every message of it takes the general path
+        self._fast_topics: dict[str, tuple[int, FastReader] | None] = {}
+        self._readers: dict[int, FastReader | None] = {}  # by id of the route
         self._recent_ts: dict[int, list[float]] = {}
         self._last_payload: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,10 +127,13 @@ class MqttReceiver(Receiver):
     def _drain(self) -> None:
         with self._lock:
             items, self._buf = self._buf, deque()
-            self._buf_bytes = 0
+            held, self._buf_bytes = self._buf_bytes, 0
             errors, self._thread_errors = self._thread_errors, Counter()
             went_down, self._went_down = self._went_down, 0
             self._wake_pending = False
+        # The buffer only grows between two swaps (trimmed at its bounds): its peaks are seen here.
+        self.buffered_high_water = max(self.buffered_high_water, len(items))
+        self.buffered_bytes_high_water = max(self.buffered_bytes_high_water, held)
         if errors:
             self.status.errors.update(errors)
         now = self.context.clock()
@@ -147,13 +163,35 @@ class MqttReceiver(Receiver):
             return self._routes[topic]
         except KeyError:
             pass
-        route = next((r for r in self.options.topics if mqtt.topic_matches_sub(r.filter, topic)), None)
+        route = next((r for r, matches in self._matchers if matches(topic)), None)
         if len(self._routes) >= ROUTE_CACHE_MAX:
             self._routes.clear()
         self._routes[topic] = route
         return route
 
+    def _fast_topic(self, topic: str) -> tuple[int, FastReader] | None:
+        """The column and fast reader of ``topic`` when its tag comes from the topic and is known; else None."""
+        route = self._route(topic)
+        entry: tuple[int, FastReader] | None = None
+        if route is not None:
+            key = id(route)
+            if key not in self._readers:
+                self._readers[key] = fast_reader(route, self.options.max_payload_bytes)
+            reader = self._readers[key]
+            if reader is not None:
+                try:
+                    tag = self._index.get(topic_key(topic, route.segment))
+                except PayloadError:
+                    tag = None
+                if tag is not None:
+                    entry = (tag, reader)
+        if len(self._fast_topics) >= ROUTE_CACHE_MAX:
+            self._fast_topics.clear()
+        self._fast_topics[topic] = entry
+        return entry
+
     def _decode(self, items: deque[tuple[str, bytes, bool, float]], now: float) -> None:
+        """One batch from a burst of messages: plain ones by the fast reader, the rest by ``decode``."""
         tags: list[int] = []
         values: list[float] = []
         stamps: list[float] = []
@@ -162,7 +200,39 @@ class MqttReceiver(Receiver):
         errors: Counter[str] = Counter()
         max_bytes = self.options.max_payload_bytes
         index = self._index
+        fast_topics = self._fast_topics
+        recent_ts = self._recent_ts
         for topic, payload, dup, recv_ts in items:
+            fast = fast_topics.get(topic, False)
+            if fast is False:
+                fast = self._fast_topic(topic)
+            if fast is not None:
+                tag, reader = fast
+                sample = reader(payload)
+                if sample is not None:
+                    value, ts, quality = sample
+                    if ts is None:
+                        if self._is_duplicate(tag, ts, topic, payload, dup):
+                            errors["duplicate"] += 1
+                            continue
+                        ts = recv_ts
+                    else:  # _is_duplicate inlined: this loop runs once per message
+                        recent = recent_ts.get(tag)
+                        if recent is None:
+                            recent_ts[tag] = [ts]
+                        elif ts in recent:
+                            errors["duplicate"] += 1
+                            continue
+                        else:
+                            recent.append(ts)
+                            if len(recent) > DEDUP_WINDOW:
+                                del recent[0]
+                    tags.append(tag)
+                    values.append(value)
+                    stamps.append(ts)
+                    recvs.append(recv_ts)
+                    qualities.append(quality)
+                    continue
             route = self._route(topic)
             if route is None:  # a message the broker sent for no filter of ours (an old session's)
                 errors["unmatched_topic"] += 1
@@ -398,37 +468,39 @@ class MqttReceiver(Receiver):
         )
         self._mark_down()
 
+    def _make_room(self, buf: deque[tuple[str, bytes, bool, float]], held: int) -> int:
+        """Drop the oldest messages (counted) until one more fits; the payload bytes held then. Lock held."""
+        while buf and (len(buf) >= self._queue_max or held > self._queue_max_bytes):
+            held -= len(buf.popleft()[1])
+            self._thread_errors["overflow"] += 1
+        return held
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """Hand off only: no decoding, no pipeline work, so paho's keepalive never waits on us."""
         recv_ts = time.time()
         payload = message.payload
         size = len(payload)
-        opts = self.options
         try:
             topic = message.topic
         except UnicodeDecodeError:
             self._count("bad_topic")
             self._log_once("bad_topic", "MQTT topic name is not UTF-8", source=self.name)
             return
-        if size > opts.max_payload_bytes:  # never hold a huge payload
+        if size > self._max_payload:  # never hold a huge payload
             self._count("too_large")
             self._log_once(
                 "too_large", "MQTT payload too large, dropped", source=self.name, topic=topic[:200], size=size
             )
             return
-        wake = False
-        with self._lock:
+        with self._lock:  # a handful of operations: this runs once per message, under paho's thread
             buf = self._buf
-            while buf and (len(buf) >= opts.queue_max or self._buf_bytes + size > opts.queue_max_bytes):
-                self._buf_bytes -= len(buf.popleft()[1])
-                self._thread_errors["overflow"] += 1
-            buf.append((topic, payload, bool(message.dup), recv_ts))
-            self._buf_bytes += size
-            if len(buf) > self.buffered_high_water:
-                self.buffered_high_water = len(buf)
-            if self._buf_bytes > self.buffered_bytes_high_water:
-                self.buffered_bytes_high_water = self._buf_bytes
-            if len(buf) >= self._wake_at and not self._wake_pending:
-                self._wake_pending = wake = True
+            held = self._buf_bytes + size
+            if len(buf) >= self._queue_max or held > self._queue_max_bytes:
+                held = self._make_room(buf, held)
+            buf.append((topic, payload, message.dup, recv_ts))
+            self._buf_bytes = held
+            wake = len(buf) >= self._wake_at and not self._wake_pending
+            if wake:
+                self._wake_pending = True
         if wake:
             self._wake_up()

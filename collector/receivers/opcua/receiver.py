@@ -63,6 +63,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_VALID_TS = 86400.0  # OPC-UA "no time" (1601) and garbage before 1970-01-02 count as missing
 SESSION_TIMEOUT_MS = 60_000  # the server drops a session we abandoned (hung network) after this
 STABLE_S = 10.0  # a session that lasted this long resets the backoff
+TRANSLATE_CHUNK = 1000  # browse paths per TranslateBrowsePathsToNodeIds request (servers cap the operation count)
+FULL_PATH = 0xFFFFFFFF  # RemainingPathIndex of a target reached to the end of its path
 
 
 class SourceLost(Exception):
@@ -332,27 +334,49 @@ class OpcUaReceiver(Receiver):
             )
 
     async def _resolve(self, client: Client) -> list[ua.NodeId | None]:
-        need_array = self.options.namespace_uri is not None or any(
-            isinstance(k.namespace, str) for k in self._node_keys
-        )
+        """Node ids of every tag for this session: namespaces looked up, browse paths translated by the server.
+
+        Done after each connect, since a restarted server may number its namespaces (and so the targets of
+        browse paths) differently. A tag that does not resolve is BAD now, counted as ``bad_node`` and logged
+        once; the other tags go on.
+        """
+        opts = self.options
+        need_array = opts.namespace_uri is not None or any(isinstance(k.namespace, str) for k in self._node_keys)
         namespaces: list[str] = []
         if need_array:
-            namespaces = list(await asyncio.wait_for(client.get_namespace_array(), self.options.timeout_s))
-        nodes: list[ua.NodeId | None] = []
+            namespaces = list(await asyncio.wait_for(client.get_namespace_array(), opts.timeout_s))
+        nodes: list[ua.NodeId | None] = [None] * len(self._node_keys)
+        paths: list[tuple[int, ua.BrowsePath]] = []
+        unresolved: list[int] = []
         for i, key in enumerate(self._node_keys):
             try:
-                nodes.append(key.resolve(namespaces, self.options.namespace_uri))
+                if key.is_path:
+                    paths.append((i, key.browse_path(namespaces, opts.namespace_uri)))
+                else:
+                    nodes[i] = key.resolve(namespaces, opts.namespace_uri)
             except NodeIdError as exc:
-                nodes.append(None)
-                self.status.count_error("bad_node")
-                self._warn_once(
-                    f"node:{self._labels[i]}",
-                    "OPC-UA tag not subscribed",
-                    source=self.name,
-                    node=self._labels[i],
-                    reason=str(exc),
-                )
+                unresolved.append(i)
+                self._bad_node(i, str(exc))
+        for at in range(0, len(paths), TRANSLATE_CHUNK):
+            chunk = paths[at : at + TRANSLATE_CHUNK]
+            results = await asyncio.wait_for(
+                client.uaclient.translate_browsepaths_to_nodeids([path for _, path in chunk]), opts.timeout_s * 2
+            )
+            for (i, _), result in zip(chunk, results, strict=True):
+                target = _single_target(result)
+                if target is None:
+                    unresolved.append(i)
+                    self._bad_node(i, f"browse path does not resolve: {result.StatusCode.name}")
+                else:
+                    nodes[i] = target
+        if unresolved:
+            self._put(self._bad_batch(self._columns[np.array(sorted(unresolved), dtype=np.intp)]))
         return nodes
+
+    def _bad_node(self, i: int, reason: str) -> None:
+        self.status.count_error("bad_node")
+        label = self._labels[i]
+        self._warn_once(f"node:{label}", "OPC-UA tag not subscribed", source=self.name, node=label, reason=reason)
 
     async def _subscribe(self, client: Client, nodes: list[ua.NodeId | None]) -> float:
         opts = self.options
@@ -576,6 +600,17 @@ class OpcUaReceiver(Receiver):
         return (value, ts, int(quality))
 
 
+def _single_target(result: ua.BrowsePathResult) -> ua.NodeId | None:
+    """The node a browse path leads to: a good status and a target reached to the path's end; else None."""
+    if not result.StatusCode.is_good() or not result.Targets:
+        return None
+    target = result.Targets[0]
+    if target.RemainingPathIndex != FULL_PATH:  # the path left this server part way: not a node we can read
+        return None
+    node = target.TargetId
+    return ua.NodeId(node.Identifier, node.NamespaceIndex, node.NodeIdType)
+
+
 def _cancel_requested() -> bool:
     """True when this task was asked to stop, even if the CancelledError got lost on the way.
 
@@ -587,10 +622,14 @@ def _cancel_requested() -> bool:
 
 
 def _number(raw: Any) -> float | None:
+    """A variant's value as a float, None when it is not a number; never raises (it runs in asyncua's loop)."""
     if isinstance(raw, bool):
         return 1.0 if raw else 0.0
     if isinstance(raw, int | float):
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:  # an integer beyond the float range: infinite, BAD in the pipeline (non_finite)
+            return math.inf if raw > 0 else -math.inf
     return None
 
 

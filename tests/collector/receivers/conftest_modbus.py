@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -56,9 +57,13 @@ class CountingServer(ModbusPlantServer):
 
 @asynccontextmanager
 async def plant_server(
-    name: str = "oil", word_order: str = "big", port: int = 0, values: np.ndarray | None = None
+    name: str = "oil",
+    word_order: str = "big",
+    port: int = 0,
+    values: np.ndarray | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[CountingServer]:
-    server = CountingServer(name, PLANTS[name].TAGS, WRITES, port=port, word_order=word_order)
+    server = CountingServer(name, PLANTS[name].TAGS, WRITES, port=port, word_order=word_order, tls=tls)
     await server.start()
     try:
         if values is not None:

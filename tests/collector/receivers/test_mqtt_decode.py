@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from collector.receivers.mqtt import MqttOptions, MqttReceiver, TlsOptions, TopicOptions
-from collector.receivers.mqtt.decode import REASONS, PayloadError, decode
+from collector.receivers.mqtt.decode import REASONS, PayloadError, decode, fast_reader, filter_matcher
 from collector.samples import Quality
 from collector.sources import TagConfig
 from tests.collector.receivers.conftest_mqtt import make_receiver
@@ -249,6 +249,82 @@ def test_random_json_raises_only_payload_error(doc: Any, topic: str, r: TopicOpt
 @given(text=st.text(max_size=60), r=st.sampled_from(ROUTES))
 def test_random_text_raises_only_payload_error(text: str, r: TopicOptions) -> None:
     check(text.encode("utf-8", "surrogatepass"), TOPIC, r)
+
+
+# -- the fast reader: the same answer as decode, or none -----------------------------------------------
+
+
+def agrees(payload: bytes, r: TopicOptions) -> bool:
+    """True when the fast reader took ``payload``; then decode gives exactly the same sample."""
+    reader = fast_reader(r, 4096)
+    fast = reader(payload) if reader is not None else None
+    if fast is None:
+        return False
+    d = decode(payload, TOPIC, r, 4096)  # must not raise: the fast reader accepts only good samples
+    assert (d.value, d.ts, d.quality) == fast, (payload, fast, d)
+    assert type(fast[0]) is float and (fast[1] is None or type(fast[1]) is float)
+    return True
+
+
+def test_fast_reader_takes_the_simulator_payload_and_declines_the_rest() -> None:
+    from sim_plant.servers.mqtt import payload_for
+
+    assert agrees(payload_for(12.5, 1.7e9), route())
+    assert agrees(b'{"value":3,"ts":1700000000000}', route(timestamp_format="epoch_ms", quality_path=None))
+    assert fast_reader(route(value_path=None), 4096) is None  # plain numbers, payload tags, iso, nested paths:
+    assert fast_reader(route(tag_from="payload"), 4096) is None  # always the general path
+    assert fast_reader(route(timestamp_format="iso"), 4096) is None
+    assert fast_reader(route(value_path="a.b"), 4096) is None
+    for payload in (
+        b' {"value":1.0,"ts":1}',
+        b'{"value":"1","ts":1}',
+        b'{"value":NaN,"ts":1}',
+        b'{"value":1}',
+        b'{"value":1.0,"ts":1,"quality":"Good"}',
+        b'{"value":true,"ts":1}',
+        b'{"value":1,"ts":1e10}',
+        b'{"value":1,"ts":1} ',
+        b'{"value":null,"ts":1}',
+        b'{"value":1,"ts":-1}',
+    ):
+        assert not agrees(payload, route()), payload
+
+
+@settings(max_examples=600, deadline=None)
+@given(doc=documents | json_values, r=st.sampled_from(ROUTES))
+def test_fast_reader_agrees_with_decode_on_random_json(doc: Any, r: TopicOptions) -> None:
+    agrees(json.dumps(doc, allow_nan=True).encode(), r)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=200), r=st.sampled_from(ROUTES))
+def test_fast_reader_agrees_with_decode_on_random_bytes(payload: bytes, r: TopicOptions) -> None:
+    agrees(payload, r)
+
+
+# -- topic filters: the receiver's matcher agrees with paho's ---------------------------------------
+
+levels = st.sampled_from(["a", "b", "", "$SYS", "+", "#", "plantwatch", "oil"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(flt=st.lists(levels, min_size=1, max_size=5), topic=st.lists(levels, min_size=1, max_size=5))
+def test_filter_matcher_agrees_with_paho(flt: list[str], topic: list[str]) -> None:
+    import paho.mqtt.client as mqtt
+
+    topic_filter = "/".join(flt)
+    if "#" in flt[:-1] or any(("+" in x or "#" in x) and len(x) > 1 for x in flt):
+        return  # not a valid filter (the options refuse it)
+    name = "/".join(t for t in topic if t not in ("+", "#")) or "a"
+    assert filter_matcher(topic_filter)(name) == mqtt.topic_matches_sub(topic_filter, name), (topic_filter, name)
+
+
+def test_filter_matcher_examples() -> None:
+    assert filter_matcher("plantwatch/oil/#")("plantwatch/oil/tank_farm/TK101.LEVEL")
+    assert filter_matcher("plantwatch/oil/#")("plantwatch/oil")
+    assert not filter_matcher("plantwatch/oil/#")("plantwatch/chemical/x")
+    assert filter_matcher("a/+/c")("a//c") and not filter_matcher("a/+/c")("a/b/c/d")
+    assert not filter_matcher("#")("$SYS/broker") and filter_matcher("$SYS/#")("$SYS/broker")
 
 
 # -- de-duplication ---------------------------------------------------------------------------------

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.pdu import ExceptionResponse
 
 from sim_plant.plants import PLANTS, OilPlant
 from sim_plant.servers.base import WriteLog
+from sim_plant.servers.certs import make_tls_ca, make_tls_cert, server_tls_context
 from sim_plant.servers.modbus import ModbusPlantServer
 from sim_plant.servers.register_map import INT16_NO_VALUE, UNIT_IDS, RegisterEntry, markdown_table, register_map
 from tests.conftest import ROOT, free_port
@@ -169,6 +172,47 @@ def test_pymodbus_reads_the_published_values(name: str, word_order: str) -> None
             second[status] = 1.0 - first[status]
             await server.publish(40.0, second)
             check_served(await read_all(server, client), name, second)
+
+    run(scenario)
+
+
+def test_modbus_tls_serves_the_same_image_to_a_verifying_client_only(tmp_path: Path) -> None:
+    """With ``tls`` the server is a Modbus/TLS device: a client trusting its CA (and showing a certificate
+    the device trusts) reads exactly what the TCP server serves; a client with another CA gets nothing."""
+    ca = make_tls_ca(tmp_path, "plant-ca")
+    device = make_tls_cert(tmp_path, "plc", ca)
+    client_pair = make_tls_cert(tmp_path, "reader", ca, client=True, hostnames=["reader"], ips=[])
+    rogue = make_tls_ca(tmp_path, "rogue-ca")
+
+    def client_context(anchor: Path) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(anchor))
+        context.load_cert_chain(str(client_pair.cert), str(client_pair.key))
+        return context
+
+    async def scenario() -> None:
+        values = plant_values("oil", steps=10)
+        server = ModbusPlantServer(
+            "oil", OilPlant.TAGS, WriteLog(), port=0, tls=server_tls_context(device, client_ca=ca.cert)
+        )
+        await server.start()
+        try:
+            await server.publish(10.0, values)
+            assert server.endpoint == f"modbus-tls://127.0.0.1:{server.port}?unit=1"
+            client = AsyncModbusTlsClient("127.0.0.1", port=server.port, sslctx=client_context(ca.cert), retries=0)
+            try:
+                assert await client.connect()
+                check_served(await read_all(server, client), "oil", values)
+            finally:
+                client.close()
+            stranger = AsyncModbusTlsClient(
+                "127.0.0.1", port=server.port, sslctx=client_context(rogue.cert), retries=0, timeout=2
+            )
+            try:
+                assert not await stranger.connect()  # the device's certificate is not signed by its CA
+            finally:
+                stranger.close()
+        finally:
+            await server.stop()
 
     run(scenario)
 
