@@ -26,6 +26,9 @@ def _summary(cfg: PlantConfig) -> str:
         lines.append(f"  source {source.name} ({source.kind}): {len(source.tags)} tag(s)")
     enabled = [name for name in DETECTORS if getattr(cfg.detectors.defaults, name).enabled]
     lines.append(f"  detectors: {', '.join(enabled)}; {len(cfg.detectors.overrides)} override(s)")
+    if cfg.invariants:
+        names = ", ".join(inv.name for inv in cfg.invariants)
+        lines.append(f"  invariants: {len(cfg.invariants)} ({names})")
     severities = ", ".join(f"{s.name} >= {s.threshold:g}" for s in cfg.alerting.severities)
     lines.append(f"  alerting: {severities}; pending {cfg.alerting.pending_s:g} s, clear {cfg.alerting.clear_s:g} s")
     lines.append(f"  metrics on {cfg.exporter.url}")

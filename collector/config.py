@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-from collector.detector_settings import PARTIALS, DetectorDefaults
+from collector.detector_settings import PARTIALS, DetectorDefaults, InvariantConfig, invariant_problems
 from collector.exporters.tls import server_context
 from collector.insecure import insecure_problems
 from collector.receivers import SourceConfig, source_kinds
@@ -182,6 +182,7 @@ class PlantConfig(Strict):
     alerting: AlertingConfig = AlertingConfig()
     sinks: list[SinkConfig] = Field(default=[], description="Where alerts go besides the journal.")  # type: ignore[valid-type]
     security: SecurityConfig = SecurityConfig()
+    invariants: list[InvariantConfig] = Field(default=[], description="Relations between tags, checked by CUSUM.")
 
     @property
     def tags(self) -> list[TagConfig]:
@@ -226,6 +227,7 @@ def _cross_problems(data: dict[str, Any]) -> Iterable[tuple[str, str]]:
             if isinstance(pattern, str) and not fnmatch.filter(names, pattern):
                 yield f"detectors.overrides[{k}].tags[{m}]", f"{pattern!r} matches no tag"
     yield from sink_problems(data)
+    yield from invariant_problems(data, names)
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import numpy as np
 
 from collector.config import PlantConfig
 from collector.detector_settings import overridden
-from detectors import DETECTORS, DetectorBank, TagLimits
+from detectors import DETECTORS, Detector, DetectorBank, TagLimits
+from detectors.invariants import Invariant, InvariantDetector
 
 
 def tag_limits(cfg: PlantConfig) -> TagLimits:
@@ -60,9 +61,24 @@ def detector_params(cfg: PlantConfig, name: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+def invariants(cfg: PlantConfig) -> list[Invariant]:
+    """The config's invariants, each score capped just under the severity above the one it may raise."""
+    thresholds = {s.name: i for i, s in enumerate(cfg.alerting.severities)}
+    levels = [s.threshold for s in cfg.alerting.severities]
+    out = []
+    for inv in cfg.invariants:
+        rank = thresholds.get(inv.severity, len(levels) - 1) if inv.severity else len(levels) - 1
+        cap = levels[rank + 1] - 1e-4 if rank + 1 < len(levels) else 1.0
+        settings = inv.model_dump(exclude={"severity"})
+        out.append(Invariant(**settings, max_score=cap))
+    return out
+
+
 def build_bank(cfg: PlantConfig) -> DetectorBank:
     limits = tag_limits(cfg)
-    detectors = [cls(detector_params(cfg, name), limits) for name, cls in DETECTORS.items()]
+    detectors: list[Detector] = [cls(detector_params(cfg, name), limits) for name, cls in DETECTORS.items()]
+    if cfg.invariants:  # one more detector, "invariant", scoring the tags of each broken relation
+        detectors.append(InvariantDetector(invariants(cfg), [t.name for t in cfg.tags], limits))
     return DetectorBank(
         detectors, protect_threshold=cfg.detectors.protect_threshold, protection=cfg.detectors.protection
     )

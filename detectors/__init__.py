@@ -6,6 +6,7 @@ and is run through the shared check suite (``detectors.checks``) by the tests.
 
 from detectors.bank import DetectorBank
 from detectors.base import Detector, DetectorParams, TagLimits, to_score
+from detectors.command_watch import CommandWatchDetector
 from detectors.cusum import CusumDetector
 from detectors.ewma import EwmaDetector
 from detectors.flatline import FlatlineDetector
@@ -26,6 +27,7 @@ DETECTORS: dict[str, type[Detector]] = {
         StaleDetector,
         PcaDetector,
         ReplayWatchDetector,
+        CommandWatchDetector,
     )
 }
 

@@ -3,257 +3,278 @@
 A tank's level change must match inflow minus outflow; a valve command must be
 followed by the flow it opens. An attacker who spoofs one side of such a
 relation breaks it, however plausible each tag looks alone. An invariant is an
-expression over tag names that is ~0 in normal operation, for example::
+expression over tag names that is ~0 (or a constant) in normal operation, for
+example the mass balance of a 50 m2 tank over the last 15 minutes::
 
-    der(TK101.LEVEL) * 3600 * 50.0 - (FT101.FLOW_IN - FT102.FLOW_OUT)
+    (TK101.LEVEL - lag(TK101.LEVEL, 900)) * AREA * 3600 / 900 - avg(FT101.FLOW_IN - FT102.FLOW_OUT, 900)
 
-The expression language is parsed here by a small recursive-descent parser,
-never by ``eval``: numbers, tag names (letters, digits, ``_`` and ``.``, or any
-text in double quotes), ``+ - * /``, unary minus, parentheses, and the
-functions ``der(TAG)`` (change per second since the previous tick), ``lag(TAG,
-N)`` (the value N ticks ago, N a whole number up to ``MAX_LAG``) and
-``abs(EXPR)``. Evaluation is vectorized over a block of ticks.
+The expression language (``detectors.expressions``) is parsed by a small recursive-descent parser,
+never by ``eval``: numbers, named constants, tag names (letters, digits, ``_``
+and ``.``, or any text in double quotes), ``+ - * /``, unary minus,
+parentheses, and the functions ``der(TAG)`` (change per second since the
+previous tick), ``lag(TAG, N)`` (the value N ticks ago), ``avg(EXPR, N)`` (the
+mean over the last N ticks, this one included; N a whole number up to
+``MAX_LAG``) and ``abs(EXPR)``. Evaluation is vectorized over a block of ticks.
+A derivative of a noisy reading is mostly noise: a balance over a window
+(``lag`` and ``avg``) is what makes a slow drift stand out.
 
-``InvariantWatch`` standardizes each residual by a learned mean and spread
-(learned only from ticks it does not flag) and runs a two-sided CUSUM on it;
-the score is ``1 - 2**-(cusum / h)`` like every detector's, and each tag gets
-the worst score of the invariants it appears in.
-
-Not wired into the config yet: the ``invariants:`` section and its place in
-the bank are left to the integration (see the issue notes).
+``InvariantDetector`` standardizes each residual by a learned mean and spread
+(learned over the warm-up, then fixed unless ``alpha`` says otherwise: a
+relation's offset is a property of the plant, and an attacker who drifts
+slowly would otherwise drag a learning baseline along), ignores deviations within the
+invariant's ``tolerance``, and runs a two-sided CUSUM on the rest; the score is
+``1 - 2**-(cusum / h)`` like every detector's. Each tag an invariant names gets
+the worst score of its invariants, so an alert lands on the tags of the broken
+relation, one series per tag whatever the number of invariants.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-MAX_LAG = 3600
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|\"(?P<quoted>[^\"]+)\"|(?P<op>[-+*/(),]))"
-)
-FUNCTIONS = ("der", "lag", "abs")
+from detectors.base import Detector, TagLimits, to_score
+from detectors.expressions import MAX_LAG, ExpressionError, Node, evaluate, max_lag, parse, remap, tags_of
 
-
-class ExpressionError(ValueError):
-    """An invariant that does not parse, or names a tag the config does not have."""
+__all__ = [
+    "MAX_LAG",
+    "ExpressionError",
+    "Invariant",
+    "InvariantDetector",
+    "Node",
+    "evaluate",
+    "max_lag",
+    "parse",
+]
 
 
 @dataclass(frozen=True)
-class Node:
-    kind: str  # num, tag, der, lag, abs, neg, + - * /
-    value: float = 0.0
-    tag: int = -1
-    lag: int = 0
-    args: tuple[Node, ...] = ()
+class Invariant:
+    """One declared relation and how it is checked (the config's ``invariants`` entry, resolved)."""
+
+    name: str
+    expression: str
+    constants: Mapping[str, float] = field(default_factory=dict)
+    tolerance: float = 0.0  # deviations from the learned mean within this band never count
+    k: float = 0.5  # CUSUM slack, in learned residual spreads
+    h: float = 12.0  # CUSUM limit: the score is 0.5 here
+    warmup: int = 600  # ticks learned before it is checked
+    alpha: float = 0.0  # weight of each tick in the residual's mean and spread once warm (0: fixed then)
+    max_score: float = 1.0  # caps the severity the invariant can raise
+
+    @property
+    def ident(self) -> float:
+        """A number that names the relation in a snapshot, so its learned state follows it."""
+        digest = hashlib.blake2b(f"{self.name}\n{self.expression}".encode(), digest_size=6).digest()
+        return float(int.from_bytes(digest, "big"))
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise ExpressionError(f"unexpected {text[pos : pos + 10]!r} at column {pos + 1}")
-        kind = m.lastgroup or ""
-        out.append(("name" if kind == "quoted" else kind, m.group(kind)))
-        pos = m.end()
-    return out
+class InvariantDetector(Detector):
+    """CUSUM on the standardized residual of each invariant; each tag scores its invariants' worst.
 
-
-class _Parser:
-    def __init__(self, text: str, tags: Sequence[str]) -> None:
-        self.tokens = _tokens(text)
-        self.i = 0
-        self.index = {t: j for j, t in enumerate(tags)}
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take(self, op: str | None = None) -> tuple[str, str]:
-        tok = self.peek()
-        if tok is None or (op is not None and tok != ("op", op)):
-            raise ExpressionError(
-                f"expected {op or 'more'} at token {self.i + 1}, found {tok[1] if tok else 'the end'}"
-            )
-        self.i += 1
-        return tok
-
-    def parse(self) -> Node:
-        node = self.expr()
-        if self.peek() is not None:
-            raise ExpressionError(f"unexpected {self.peek()[1]!r} after a complete expression")  # type: ignore[index]
-        return node
-
-    def expr(self) -> Node:
-        node = self.term()
-        while self.peek() in (("op", "+"), ("op", "-")):
-            op = self.take()[1]
-            node = Node(op, args=(node, self.term()))
-        return node
-
-    def term(self) -> Node:
-        node = self.unary()
-        while self.peek() in (("op", "*"), ("op", "/")):
-            op = self.take()[1]
-            node = Node(op, args=(node, self.unary()))
-        return node
-
-    def unary(self) -> Node:
-        if self.peek() == ("op", "-"):
-            self.take()
-            return Node("neg", args=(self.unary(),))
-        return self.atom()
-
-    def tag(self) -> int:
-        kind, name = self.take()
-        if kind != "name" or name not in self.index:
-            raise ExpressionError(f"{name!r} is not a tag of this config")
-        return self.index[name]
-
-    def atom(self) -> Node:
-        kind, text = self.take()
-        if kind == "num":
-            return Node("num", value=float(text))
-        if kind == "op" and text == "(":
-            node = self.expr()
-            self.take(")")
-            return node
-        if kind == "name" and text in FUNCTIONS and self.peek() == ("op", "("):
-            self.take("(")
-            if text == "abs":
-                node = Node("abs", args=(self.expr(),))
-            elif text == "der":
-                node = Node("der", tag=self.tag(), lag=1)
-            else:
-                tag = self.tag()
-                self.take(",")
-                k, n = self.take()
-                if k != "num" or not n.isdigit() or not 1 <= int(n) <= MAX_LAG:
-                    raise ExpressionError(f"lag needs a whole number of ticks from 1 to {MAX_LAG}, not {n!r}")
-                node = Node("lag", tag=tag, lag=int(n))
-            self.take(")")
-            return node
-        if kind == "name":
-            if text not in self.index:
-                raise ExpressionError(f"{text!r} is not a tag of this config")
-            return Node("tag", tag=self.index[text])
-        raise ExpressionError(f"unexpected {text!r}")
-
-
-def parse(text: str, tags: Sequence[str]) -> Node:
-    """The expression tree of ``text``, with tag names resolved to columns of ``tags``."""
-    return _Parser(text, tags).parse()
-
-
-def max_lag(node: Node) -> int:
-    return max([node.lag, *(max_lag(a) for a in node.args)])
-
-
-def tags_of(node: Node) -> set[int]:
-    own = {node.tag} if node.tag >= 0 else set()
-    return own.union(*(tags_of(a) for a in node.args))
-
-
-def evaluate(node: Node, H: np.ndarray, ts: np.ndarray, first: int) -> np.ndarray:
-    """Values for rows ``first:`` of ``H`` (rows of tag values, oldest first, ``first`` rows of history).
-
-    Missing history (NaN) gives NaN, which the caller treats as "not checkable this tick".
-    """
-    k = node.kind
-    rows = slice(first, None)
-    if k == "num":
-        return np.full(H.shape[0] - first, node.value)
-    if k == "tag":
-        return H[rows, node.tag]
-    if k == "lag":
-        return H[first - node.lag : H.shape[0] - node.lag, node.tag]
-    if k == "der":
-        dt = ts[rows] - ts[first - 1 : -1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (H[rows, node.tag] - H[first - 1 : -1, node.tag]) / dt
-    vals = [evaluate(a, H, ts, first) for a in node.args]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if k == "neg":
-            return -vals[0]
-        if k == "abs":
-            return np.abs(vals[0])
-        a, b = vals
-        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[k]
-
-
-class InvariantWatch:
-    """CUSUM on the standardized residual of each invariant, over blocks of ticks.
-
-    ``run`` returns scores per invariant and per tag; the per-tick recursion is
-    a loop over ticks of array operations across invariants, like the bank's.
+    Not in the ``DETECTORS`` registry: it is configured by the ``invariants`` section, not per tag,
+    and the bank gets it only when some invariant is declared. It keeps the detector contract (score
+    before learning, block equals its ticks, snapshots) and the shared checks run on it in
+    ``tests/detectors/test_invariants.py``. Its state is per invariant (learned residual, CUSUM) plus
+    the last ticks of the tags the expressions read (``lag``, ``der``, ``avg``).
     """
 
-    def __init__(
-        self,
-        expressions: Sequence[str],
-        tags: Sequence[str],
-        warmup: int = 300,
-        alpha: float = 0.002,
-        k: float = 0.5,
-        h: float = 12.0,
-    ) -> None:
-        self.nodes = [parse(e, tags) for e in expressions]
-        self.n_tags = len(tags)
-        self.depth = max([1, *(max_lag(n) for n in self.nodes)])
+    name: ClassVar[str] = "invariant"
+    fault: ClassVar[str] = "drift"
+    multivariate: ClassVar[bool] = True
+    state_fields: ClassVar[tuple[str, ...]] = (
+        "ident",
+        "history",
+        "history_ts",
+        "count",
+        "mean",
+        "var",
+        "walk",
+        "floor",
+    )
+
+    def __init__(self, invariants: Sequence[Invariant], tags: Sequence[str], limits: TagLimits) -> None:
+        super().__init__({}, limits)
+        self.enabled = np.ones(self.n_tags, dtype=bool)
+        self.invariants = tuple(invariants)
+        self.nodes = [parse(inv.expression, tags, inv.constants) for inv in self.invariants]
         m = len(self.nodes)
+        self.depth = max([1, *(max_lag(n) for n in self.nodes)])
         self.members = np.zeros((m, self.n_tags), dtype=bool)
         for i, node in enumerate(self.nodes):
             self.members[i, sorted(tags_of(node))] = True
-        self.warmup, self.alpha, self.k, self.h = float(warmup), float(alpha), float(k), float(h)
-        self.history = np.full((self.depth, self.n_tags), np.nan)
+        # Only the tags the expressions read are kept in the history, in columns of their own.
+        self._read = np.flatnonzero(self.members.any(axis=0))
+        column = np.full(self.n_tags, -1, dtype=np.intp)
+        column[self._read] = np.arange(self._read.size)
+        self._compact = [remap(node, column) for node in self.nodes]
+
+        def column(attr: str) -> np.ndarray:
+            return np.array([float(getattr(inv, attr)) for inv in self.invariants], dtype=np.float64)
+
+        self._tol, self._k, self._h = column("tolerance"), column("k"), column("h")
+        self._warmup, self._alpha, self._cap = column("warmup"), column("alpha"), column("max_score")
+        self.ident = column("ident")
+        self.history = np.full((self.depth, self._read.size), np.nan)
         self.history_ts = np.full(self.depth, np.nan)
         self.count = np.zeros(m)
         self.mean = np.zeros(m)
         self.var = np.zeros(m)
-        self.s_hi = np.zeros(m)
-        self.s_lo = np.zeros(m)
+        # The two-sided CUSUM as a walk and its running minimum (rows: upward, downward): the statistic
+        # is ``walk - floor``, which is ``max(0, s + step)`` tick after tick, and a block of ticks is a
+        # cumulative sum and a running minimum, the very same additions in the same order.
+        self.walk = np.zeros((2, m))
+        self.floor = np.zeros((2, m))
+        self._pair_inv, self._pair_tag = np.nonzero(self.members)
+        self._columns = [np.flatnonzero(row) for row in self.members]
+        # What score() worked out for its tick, handed to update() of the very same tick (the bank
+        # passes the same arrays to both): the residuals are the costly part of a live tick.
+        self._pending: tuple[np.ndarray, float, np.ndarray, tuple[np.ndarray, ...]] | None = None
 
-    def residuals(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Residual of every invariant for each row (NaN where an input is missing); moves the history."""
-        Xv = np.where(valid, X, np.nan)
+    def warm(self) -> np.ndarray:
+        warm = self.count >= self._warmup
+        return self.members[warm].any(axis=0) if warm.any() else np.zeros(self.n_tags, dtype=bool)
+
+    def _forget_caches(self) -> None:
+        self._pending = None
+        super()._forget_caches()
+
+    # -- the residuals -------------------------------------------------------------------------
+    def residuals(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Residual of every invariant for each row (NaN where an input is missing), and the history
+        after these rows; changes nothing."""
+        Xv = np.where(valid[:, self._read], X[:, self._read], np.nan)
         H = np.vstack([self.history, Xv])
         T = np.r_[self.history_ts, ts]
-        R = (
-            np.stack([evaluate(n, H, T, self.depth) for n in self.nodes], axis=1)
-            if self.nodes
-            else np.empty((len(X), 0))
-        )
-        self.history = H[-self.depth :].copy()
-        self.history_ts = T[-self.depth :].copy()
-        return R
+        R = np.empty((X.shape[0], len(self.nodes)))
+        for i, node in enumerate(self._compact):
+            R[:, i] = evaluate(node, H, T, self.depth)
+        return R, H[-self.depth :], T[-self.depth :]
 
-    def run(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (ticks, invariants) and (ticks, tags) of a block; learns from ticks it does not flag."""
-        R = self.residuals(np.asarray(X, dtype=np.float64), np.asarray(ts, dtype=np.float64), valid)
-        out = np.zeros(R.shape)
-        for i in range(R.shape[0]):
-            r = R[i]
-            ok = np.isfinite(r)
-            warm = ok & (self.count >= self.warmup)
-            sd = np.sqrt(np.maximum(self.var, 1e-18))
-            z = np.where(warm, (r - self.mean) / sd, 0.0)
-            self.s_hi = np.where(warm, np.maximum(0.0, self.s_hi + z - self.k), self.s_hi)
-            self.s_lo = np.where(warm, np.maximum(0.0, self.s_lo - z - self.k), self.s_lo)
-            stat = np.maximum(self.s_hi, self.s_lo) / self.h
-            out[i] = 1.0 - np.exp2(-stat)
-            learn = ok & (out[i] < 0.5)
-            a = np.maximum(self.alpha, 1.0 / (self.count + 1.0))
-            d = np.where(learn, r - self.mean, 0.0)
-            self.mean += np.where(learn, a * d, 0.0)
-            self.var = np.where(learn, (1 - a) * (self.var + a * d * d), self.var)
-            self.count += learn
-        tag_scores = (
-            (out[:, :, None] * self.members[None]).max(axis=1) if out.shape[1] else np.zeros((len(X), self.n_tags))
-        )
-        return out, tag_scores
+    def _steps(self, R: np.ndarray, warm: np.ndarray) -> np.ndarray:
+        """The CUSUM steps (..., 2, invariants) of residuals ``R`` (..., invariants): standardized
+        excess over the tolerance, less the slack; 0 where not ``warm`` (the walk stands still)."""
+        sd = np.sqrt(np.maximum(self.var, 1e-18))
+        with np.errstate(invalid="ignore"):
+            d = np.where(warm, R - self.mean, 0.0)
+            excess = np.maximum(np.abs(d) - self._tol, 0.0)
+            z = np.copysign(excess, d) / sd
+        up = np.where(warm, z - self._k, 0.0)
+        down = np.where(warm, -z - self._k, 0.0)
+        return np.stack([up, down], axis=-2)
+
+    def _scores(self, walk: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        return np.minimum(to_score((walk - floor).max(axis=-2) / self._h), self._cap)
+
+    def _cusum(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, walk, floor, checkable) of one tick's residuals, from the state as it stands."""
+        ok = np.isfinite(r)
+        walk = self.walk + self._steps(r, ok & (self.count >= self._warmup))
+        floor = np.minimum(self.floor, walk)
+        return self._scores(walk, floor), walk, floor, ok
+
+    def _tag_scores(self, score: np.ndarray) -> np.ndarray:
+        """Each tag's worst invariant score (0 for a tag no invariant names)."""
+        out = np.zeros(self.n_tags)
+        np.maximum.at(out, self._pair_tag, score[self._pair_inv])
+        return out
+
+    def _learn(self, r: np.ndarray, score: np.ndarray, ok: np.ndarray, learn: np.ndarray, thr: float) -> None:
+        """Move each residual's mean and spread, where the invariant held and its tags may be learned."""
+        free = ~(self.members & ~learn[None, :]).any(axis=1)
+        take = ok & free & (score < thr)
+        a = np.where(self.count < self._warmup, 1.0 / (self.count + 1.0), self._alpha)
+        take &= a > 0
+        d = np.where(take, r - self.mean, 0.0)
+        self.mean = self.mean + np.where(take, a * d, 0.0)
+        self.var = np.where(take, (1.0 - a) * (self.var + a * d * d), self.var)
+        self.count = self.count + take
+
+    # -- the detector verbs --------------------------------------------------------------------
+    def _tick(self, x: np.ndarray, ts: float, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+        pending = self._pending
+        if pending is not None and pending[0] is x and pending[1] == ts and pending[2] is valid:
+            return pending[3]
+        R, H, T = self.residuals(x[None, :], np.array([ts]), valid[None, :])
+        worked = (R[0], H, T, *self._cusum(R[0]))
+        self._pending = (x, ts, valid, worked)
+        return worked
+
+    def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
+        return self._tag_scores(self._tick(x, ts, valid)[3])
+
+    def update(self, x: np.ndarray, ts: float, valid: np.ndarray, learn: np.ndarray) -> None:
+        r, H, T, score, walk, floor, ok = self._tick(x, ts, valid)
+        self._pending = None
+        self.walk, self.floor = walk, floor
+        self._learn(r, score, ok, learn, 0.5)
+        self.history, self.history_ts = H, T
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """The residuals of the whole block at once; the CUSUM too once every invariant's baseline is
+        fixed (warm, ``alpha`` 0), else tick by tick across invariants while some still learn."""
+        X = np.asarray(X, dtype=np.float64)
+        ts = np.asarray(ts, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        R, H, T = self.residuals(X, ts, valid)
+        self._pending = None
+        if bool(np.all((self.count >= self._warmup) & (self._alpha == 0.0))):
+            steps = self._steps(R, np.isfinite(R))  # (ticks, 2, invariants)
+            walk = np.cumsum(np.concatenate([self.walk[None], steps]), axis=0)[1:]
+            floor = np.minimum.accumulate(np.concatenate([self.floor[None], walk]), axis=0)[1:]
+            score = self._scores(walk, floor)
+            out = np.zeros(X.shape, dtype=np.float64)
+            for i, cols in enumerate(self._columns):
+                out[:, cols] = np.maximum(out[:, cols], score[:, i : i + 1])
+            if len(X):
+                self.walk, self.floor = walk[-1].copy(), floor[-1].copy()
+        else:
+            out = np.empty(X.shape, dtype=np.float64)
+            for i in range(X.shape[0]):
+                score, walk, floor, ok = self._cusum(R[i])
+                out[i] = self._tag_scores(score)
+                self.walk, self.floor = walk, floor
+                self._learn(R[i], score, ok, valid[i] & (out[i] < protect_threshold), 0.5)
+        self.history, self.history_ts = H.copy(), T.copy()
+        return out
+
+    def invariant_scores(self) -> dict[str, float]:
+        """Each invariant's score from the CUSUM as it stands: which relation an alert on a tag means."""
+        score = self._scores(self.walk, self.floor)
+        return {inv.name: float(s) for inv, s in zip(self.invariants, score, strict=True)}
+
+    # -- state ---------------------------------------------------------------------------------
+    def load_state(self, state: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> None:
+        """Per-invariant state follows each invariant by name and expression.
+
+        An invariant the snapshot did not hold (or whose expression changed) starts cold. The tick
+        history is kept only when the tags and expressions are unchanged; otherwise it refills, which
+        leaves the invariants unchecked for as many ticks as they look back.
+        """
+        ident = np.asarray(state["ident"])
+        where = {float(v): j for j, v in enumerate(ident)}
+        at = np.array([where.get(float(v), -1) for v in self.ident], dtype=np.intp)
+        known = at >= 0
+        for f in ("count", "mean", "var", "walk", "floor"):
+            fresh = np.zeros_like(getattr(self, f))
+            fresh[..., known] = np.asarray(state[f])[..., at[known]]
+            setattr(self, f, fresh)
+        saved, saved_ts = np.asarray(state["history"]), np.asarray(state["history_ts"])
+        self.history = np.full((self.depth, self._read.size), np.nan)
+        self.history_ts = np.full(self.depth, np.nan)
+        same_tags = rows is None or np.array_equal(rows, np.arange(self.n_tags))
+        if same_tags and saved.shape == self.history.shape:
+            self.history[...] = saved
+            self.history_ts[...] = saved_ts
+        self._forget_caches()

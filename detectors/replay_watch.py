@@ -21,14 +21,23 @@ Only windows that carry information are fingerprinted or matched, so that a
 constant or coarsely quantized signal never looks replayed:
 
 - the tag's own collision rate (how often a symbol equals the one ``window``
-  ticks earlier, learned) must make a chance match of a whole window less
-  likely than ``2**-min_bits``;
+  ticks earlier, counted over the windows it did not flag, taken as 1 until
+  ``MIN_WINDOWS`` are counted) must make a chance match of a whole window less likely
+  than ``2**-min_bits``;
 - the window must hold at least ``window / 2`` distinct symbols: a frozen or
   constantly ramping signal is the flatline detector's business, not replay.
 
 A deterministic, noise-free periodic signal is indistinguishable from a
 replay: leave this detector off for such tags. A gap (invalid sample) starts
 the window afresh.
+
+A block of ticks is scored at once (``run``): symbols, window hashes, the
+collision counts and the fingerprints kept are all computed across the block
+in numpy, on the assumption that nothing in it matches. That assumption is
+checked (conservatively) against every fingerprint the block could see; a
+block that may hold a match, or a tag still learning its symbol width, is
+played tick by tick from that point instead. Both ways give the same numbers,
+so live and replay agree; the batched way is the one a healthy plant takes.
 """
 
 from __future__ import annotations
@@ -44,17 +53,24 @@ from detectors.base import Detector, DetectorParams, TagLimits, scale_floor, to_
 HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so every power is invertible mod 2**64
 HASH_BASE_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
 SYMBOL_OFFSET = 1 << 20  # symbols are clipped to +-SYMBOL_OFFSET/2 and shifted positive before hashing
-SETTLE_ALPHA = 0.01  # weight of each sample in the learned change spread and collision rate, once settled
+BITMAP_BITS = 20  # a 1 MiB bitmap of kept fingerprints screens a block's lookups
+MIN_WINDOWS = 16  # windows counted before a tag's collision rate is trusted
+
+
+def collision_rate(same: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """The share of counted windows whose newest symbol equalled their oldest; 1 (no information) until
+    ``MIN_WINDOWS`` are counted. Counts are whole numbers, so any block split gives the same rate."""
+    return np.where(total >= MIN_WINDOWS, same / np.maximum(total, 1.0), 1.0)
 
 
 class ReplayWatchParams(DetectorParams):
-    """Off by default this release: not yet measured against the simulator's scenarios.
+    """On by default: on the simulator's healthy plants it raises no alert (see the bench report).
 
     ``window``, ``stride`` and ``history`` size the state and are taken from the
     first tag for all tags.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     window: Annotated[int, Field(ge=4, le=64, description="Changes per fingerprint.")] = 10
     stride: Annotated[int, Field(ge=1, description="A fingerprint is kept every this many ticks.")] = 8
     history: Annotated[int, Field(ge=1, le=4096, description="Fingerprints kept per tag.")] = 96
@@ -73,8 +89,8 @@ class ReplayWatchDetector(Detector):
         "n_changes",
         "change_var",
         "quantum",
-        "collision",
-        "n_windows",
+        "coll_same",
+        "coll_total",
         "filled",
         "ring",
         "rolling",
@@ -100,17 +116,19 @@ class ReplayWatchDetector(Detector):
         self.history = int(np.asarray(p["history"])[first]) if n else 96
         self._resolution = np.asarray(p["resolution"], dtype=np.float64)
         self._warmup = np.asarray(p["warmup"], dtype=np.float64)
-        self._min_bits = np.asarray(p["min_bits"], dtype=np.float64)
+        # A window carries min_bits when its collision rate is at most 2**(-min_bits / window).
+        self._max_collision = np.exp2(-np.asarray(p["min_bits"], dtype=np.float64) / self.window)
         self._hold = np.asarray(p["hold"], dtype=np.float64)
         self._floor = scale_floor(limits, np.asarray(p["min_std"], dtype=np.float64))
         self._base_pow_w = np.uint64(pow(int(HASH_BASE), self.window, 1 << 64))
         self._base_pow_top = np.uint64(pow(int(HASH_BASE), self.window - 1, 1 << 64))
+        self._pow = [np.uint64(pow(int(HASH_BASE), j, 1 << 64)) for j in range(self.window)]
         self.prev_x = np.full(n, np.nan)
         self.n_changes = np.zeros(n)
         self.change_var = np.zeros(n)
         self.quantum = np.zeros(n)  # 0 until warm
-        self.collision = np.ones(n)
-        self.n_windows = np.zeros(n)
+        self.coll_same = np.zeros(n)  # windows whose newest symbol equalled their oldest
+        self.coll_total = np.zeros(n)  # windows counted
         self.filled = np.zeros(n)  # symbols since the last gap
         self.ring = np.zeros((n, self.window), dtype=np.int64)
         self.rolling = np.zeros(n, dtype=np.uint64)
@@ -125,6 +143,11 @@ class ReplayWatchDetector(Detector):
     def warm(self) -> np.ndarray:
         return self.enabled & (self.quantum > 0)
 
+    @property
+    def collision(self) -> np.ndarray:
+        """How often a symbol equals the one a window earlier (1 until enough windows are counted)."""
+        return collision_rate(self.coll_same, self.coll_total)
+
     def run(
         self,
         X: np.ndarray,
@@ -134,7 +157,25 @@ class ReplayWatchDetector(Detector):
     ) -> np.ndarray:
         if not self._any:
             return np.zeros(np.shape(X))
-        return super().run(X, ts, valid, protect_threshold)
+        X = np.asarray(X, dtype=np.float64)
+        ts = np.asarray(ts, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        if X.shape[0] < 2:
+            return super().run(X, ts, valid, protect_threshold)
+        block = _Block(self, X, valid)
+        if block.clean == X.shape[0]:
+            block.commit()
+            return block.scores
+        # A match may lie ahead (or a tag is still learning): batch what is surely clean, then tick by tick.
+        out = np.empty(X.shape, dtype=np.float64)
+        done = block.clean
+        if done > 0:
+            head = _Block(self, X[:done], valid[:done])
+            head.commit()
+            out[:done] = head.scores
+        out[done:] = super().run(X[done:], ts[done:], valid[done:], protect_threshold)
+        return out
 
     def _forget_caches(self) -> None:
         self._tick = None
@@ -174,9 +215,9 @@ class ReplayWatchDetector(Detector):
         window[rows, slot] = sym
         ordered = np.sort(window, axis=1)
         distinct = 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(axis=1)
-        with np.errstate(divide="ignore"):
-            bits = -self.window * np.log2(np.maximum(self.collision, 1e-300))
-        informative = symbolic & (filled >= self.window) & (distinct * 2 >= self.window) & (bits >= self._min_bits)
+        informative = (
+            symbolic & (filled >= self.window) & (distinct * 2 >= self.window) & (self.collision <= self._max_collision)
+        )
         print_ = rolling | np.uint64(1)
         backwards = mirror | np.uint64(1)
         match = informative & ((self.seen == print_[:, None]) | (self.seen == backwards[:, None])).any(axis=1)
@@ -231,11 +272,8 @@ class ReplayWatchDetector(Detector):
         # The collision rate of symbols one window apart: how much a window says.
         symbolic = look["symbolic"]
         learn_coll = symbolic & look["full_before"] & ~match
-        if learn_coll.any():
-            a = np.maximum(SETTLE_ALPHA, 1.0 / (self.n_windows + 1.0))
-            same = (look["sym"] == look["oldest"]).astype(np.float64)
-            self.collision = np.where(learn_coll, (1 - a) * self.collision + a * same, self.collision)
-            self.n_windows += learn_coll
+        self.coll_same += learn_coll & (look["sym"] == look["oldest"])
+        self.coll_total += learn_coll
         # The window itself.
         rows = np.flatnonzero(symbolic)
         self.ring[rows, look["slot"][rows]] = look["sym"][rows]
@@ -252,3 +290,133 @@ class ReplayWatchDetector(Detector):
             self.seen_next[rows] += 1
         self.since_match = np.where(match, 0.0, np.where(live, self.since_match + 1, self.since_match))
         self.matches = np.where(match, self.matches + 1, np.where(self.since_match > self._hold, 0.0, self.matches))
+
+
+class _Block:
+    """One block of ticks worked out at once, assuming no window in it matches a kept fingerprint.
+
+    ``clean`` is how many leading ticks are surely free of matches (and of tags still learning
+    their symbol width): the whole block on a healthy plant. Computing changes nothing;
+    ``commit`` stores the state the detector would have after the block, tick by tick.
+    """
+
+    def __init__(self, det: ReplayWatchDetector, X: np.ndarray, valid: np.ndarray) -> None:
+        self.det = det
+        n_ticks, n = X.shape
+        w = det.window
+        live = valid & det.enabled
+        prev = np.empty_like(X)
+        prev[0] = det.prev_x
+        prev[1:] = np.where(live[:-1], X[:-1], np.nan)
+        with np.errstate(invalid="ignore", over="ignore"):
+            change = np.where(live, X - prev, np.nan)
+            has_change = live & np.isfinite(change)
+            warm = det.quantum > 0
+            q = np.where(warm, det.quantum, 1.0)
+            sym = np.where(has_change, np.rint(np.clip(change / q, -SYMBOL_OFFSET / 2, SYMBOL_OFFSET / 2)), 0.0)
+        learning = (has_change & ~warm).any(axis=1)  # a tick where some tag still learns its symbol width
+        symbolic = has_change & warm
+        sym = sym.astype(np.int64)
+        sym[~symbolic] = 0
+        tick = np.arange(n_ticks)[:, None]
+        gap = np.maximum.accumulate(np.where(symbolic, -1, tick), axis=0)
+        filled = np.where(symbolic, (tick - gap) + np.where(gap < 0, det.filled, 0.0), 0.0)
+        # The symbols before the block (oldest first) then the block's: E[w + t] is tick t's symbol.
+        back = np.arange(w - 1, -1, -1)[:, None]
+        prior = det.ring[np.arange(n)[None, :], ((det.filled[None, :] - 1 - back) % w).astype(np.intp)]
+        E = np.vstack([prior, sym])
+        code = (E + SYMBOL_OFFSET).astype(np.uint64)
+        neg = (SYMBOL_OFFSET - E).astype(np.uint64)
+        rolling = np.zeros((n_ticks, n), dtype=np.uint64)
+        mirror = np.zeros((n_ticks, n), dtype=np.uint64)
+        term = np.empty((n_ticks, n), dtype=np.uint64)
+        for j in range(w):  # the symbol j ticks back weighs B**j forwards, B**(w-1-j) backwards
+            rolling += np.multiply(code[w - j : w - j + n_ticks], det._pow[j], out=term)
+            mirror += np.multiply(neg[w - j : w - j + n_ticks], det._pow[w - 1 - j], out=term)
+        # Windows shorter than ``w`` (just after a gap) hash only their own symbols: redo those few.
+        rows, cols = np.nonzero(filled < w)
+        length = filled[rows, cols]
+        short_rolling = np.zeros(rows.size, dtype=np.uint64)
+        short_mirror = np.zeros(rows.size, dtype=np.uint64)
+        zero = np.uint64(0)
+        for j in range(w - 1):
+            inside = length > j
+            at = rows + (w - j)
+            short_rolling += np.where(inside, code[at, cols] * det._pow[j], zero)
+            short_mirror += np.where(inside, neg[at, cols] * det._pow[w - 1 - j], zero)
+        rolling[rows, cols] = short_rolling
+        mirror[rows, cols] = short_mirror
+        ordered = np.sort(np.lib.stride_tricks.sliding_window_view(E, w, axis=0)[1:], axis=-1)
+        distinct = 1 + (ordered[..., 1:] != ordered[..., :-1]).sum(axis=-1)
+        # Collision counts as they stand before each tick (no match assumed, so every full window counts).
+        counted = symbolic & (filled > w)
+        same = counted & (sym == E[:n_ticks])
+        c_total = counted.astype(np.float64)
+        c_same = same.astype(np.float64)
+        total_before = det.coll_total + (np.cumsum(c_total, axis=0) - c_total)
+        same_before = det.coll_same + (np.cumsum(c_same, axis=0) - c_same)
+        collision = collision_rate(same_before, total_before)
+        informative = symbolic & (filled >= w) & (distinct * 2 >= w) & (collision <= det._max_collision)
+        keep = informative & (filled % det.stride == 0)
+        kept_before = np.cumsum(keep, axis=0) - keep
+        print_ = rolling | np.uint64(1)
+        # Could any informative window match a fingerprint kept before it? Eviction is ignored and tags
+        # share one table (fingerprints mixed with their tag), so a "maybe" is only ever too cautious.
+        mix = np.arange(n, dtype=np.uint64) * HASH_BASE
+        old = det.seen != 0
+        entry_key = np.r_[(det.seen ^ mix[:, None])[old], (print_ ^ mix)[keep]]
+        entry_rank = np.r_[np.full(int(old.sum()), -1), kept_before[keep]]
+        order = np.lexsort((entry_rank, entry_key))
+        entry_key, entry_rank = entry_key[order], entry_rank[order]
+        maybe = np.zeros((n_ticks, n), dtype=bool)
+        if entry_key.size:
+            # A bitmap of the fingerprints' top bits lets only the few plausible windows be looked up.
+            bitmap = np.zeros(1 << BITMAP_BITS, dtype=bool)
+            bitmap[entry_key >> np.uint64(64 - BITMAP_BITS)] = True
+            rows, cols = np.nonzero(informative)
+            for query in (print_[rows, cols], mirror[rows, cols] | np.uint64(1)):
+                key = query ^ mix[cols]
+                near = np.flatnonzero(bitmap[key >> np.uint64(64 - BITMAP_BITS)])
+                r, c, key = rows[near], cols[near], key[near]
+                at = np.minimum(np.searchsorted(entry_key, key), entry_key.size - 1)
+                hit = (entry_key[at] == key) & (entry_rank[at] < kept_before[r, c])
+                maybe[r[hit], c[hit]] = True
+        stop = np.flatnonzero(maybe.any(axis=1) | learning)
+        self.clean = int(stop[0]) if stop.size else n_ticks
+        # Scores: no match, so only the hold after a match that ended before the block can show.
+        since_before = det.since_match + (np.cumsum(live, axis=0) - live)
+        matches = np.where(since_before > det._hold, 0.0, det.matches)
+        held = live & (since_before + 1 <= det._hold) & (matches > 0)
+        self.scores = to_score(held.astype(np.float64))
+        self._state = (X, live, sym, symbolic, filled, rolling, mirror, c_same, c_total, keep, kept_before, print_)
+
+    def commit(self) -> None:
+        """Store the state after the block (valid only when the whole block is clean)."""
+        det = self.det
+        X, live, sym, symbolic, filled, rolling, mirror, c_same, c_total, keep, kept_before, print_ = self._state
+        n_ticks = X.shape[0]
+        w = det.window
+        det.prev_x = np.where(det.enabled, np.where(live[-1], X[-1], np.nan), det.prev_x)
+        det.coll_same = det.coll_same + c_same.sum(axis=0)
+        det.coll_total = det.coll_total + c_total.sum(axis=0)
+        # Each ring slot holds the last symbol written to it, as tick by tick.
+        slot = np.where(symbolic, (filled - 1) % w, -1.0)
+        tick = np.arange(n_ticks)[:, None]
+        for s in range(w):
+            last = np.where(slot == s, tick, -1).max(axis=0)
+            tags = np.flatnonzero(last >= 0)
+            det.ring[tags, s] = sym[last[tags], tags]
+        det.rolling = rolling[-1].copy()
+        det.mirror = mirror[-1].copy()
+        det.filled = filled[-1].copy()
+        # Fingerprints kept, oldest first; only the last ``history`` of a tag can survive the block.
+        n_kept = keep.sum(axis=0)
+        survive = keep & (kept_before >= n_kept - det.history)
+        rows, cols = np.nonzero(survive)
+        det.seen[cols, ((det.seen_next[cols] + kept_before[rows, cols]) % det.history).astype(np.intp)] = print_[
+            rows, cols
+        ]
+        det.seen_next = det.seen_next + n_kept
+        det.since_match = det.since_match + live.sum(axis=0)
+        det.matches = np.where(det.since_match > det._hold, 0.0, det.matches)
+        det._tick = None

@@ -73,9 +73,9 @@ class Feed:
 
 
 # -- the bank ----------------------------------------------------------------------------------------
-# The per-tag spine: the multivariate model and the replay watch (off by default) have their own
-# bench, tests/bench/bench_detectors.py.
-SPINE = {name: cls for name, cls in DETECTORS.items() if not cls.multivariate and name != "replay"}
+# The per-tag spine: the multivariate model, the replay watch (which batches blocks of ticks) and the
+# command watch (for setpoints and states only) have their own bench, tests/bench/bench_detectors.py.
+SPINE = {name: cls for name, cls in DETECTORS.items() if not cls.multivariate and name not in ("replay", "command")}
 
 
 def make_bank(n_tags: int) -> DetectorBank:

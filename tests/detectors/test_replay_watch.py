@@ -61,11 +61,41 @@ def test_flatline_ramp_and_quantized_signals_are_not_replays() -> None:
 
 
 def test_switched_off_everywhere_is_a_no_op() -> None:
-    """The default: no tag enabled, zero scores and not one state array touched."""
-    det = ReplayWatchDetector.from_defaults(TagLimits.unknown(2))
+    """No tag enabled: zero scores and not one state array touched."""
+    det = ReplayWatchDetector.from_defaults(TagLimits.unknown(2), enabled=False)
     before = det.state()
     X = np.random.default_rng(2).standard_normal((300, 2))
     X[::7, 1] = np.nan
     assert (run(det, X) == 0).all()
     for name, value in det.state().items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_blocks_are_batched_and_give_the_ticks_numbers() -> None:
+    """A healthy block is worked out whole; one holding a replay falls back to ticks from its first
+    possible match. Either way the scores and the state are those of tick-by-tick scoring."""
+    from detectors.replay_watch import _Block
+
+    rng = np.random.default_rng(5)
+    live = np.cumsum(rng.standard_normal((N, 3)) * 0.1, axis=0) + rng.standard_normal((N, 3))
+    X = live.copy()
+    X[4100:4500, 1] = live[3500:3900, 1]  # a replay inside the block 3600:4200 and the next
+    X[2000:2003, 2] = np.nan  # a gap
+    ts = np.arange(N, dtype=np.float64)
+    blocks, ticks = watch(3), watch(3)
+    got = []
+    for start in range(0, N, 600):
+        rows = slice(start, start + 600)
+        valid = np.isfinite(X[rows])
+        if start == 3000:
+            assert _Block(blocks, X[rows], valid).clean == 600, "a healthy, warm block is batched whole"
+        got.append(blocks.run(X[rows], ts[rows], valid))
+    expected = np.empty(X.shape)
+    for i in range(N):
+        v = np.isfinite(X[i])
+        expected[i] = ticks.score(X[i], float(ts[i]), v)
+        ticks.update(X[i], float(ts[i]), v, v)
+    assert np.array_equal(np.vstack(got), expected)
+    assert (expected[4100:4500, 1] >= 0.5).mean() > 0.6
+    for name, value in ticks.state().items():
+        np.testing.assert_array_equal(blocks.state()[name], value, err_msg=name)
