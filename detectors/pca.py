@@ -51,7 +51,6 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.signal import lfilter
 
 from detectors.base import Detector, DetectorParams, TagLimits, scale_floor, to_score
 
@@ -379,6 +378,8 @@ class PcaDetector(Detector):
         ``lfilter`` runs the very recursion ``y = a s + (1 - a) y`` row after row,
         so a block gives the same bits as its ticks one by one.
         """
+        from scipy.signal import lfilter  # here, not at import: scipy.signal costs a second at every CLI start
+
         out = S.copy()
         for g in np.flatnonzero(self._smoothing < 1.0):
             a = float(self._smoothing[g])
