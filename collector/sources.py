@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -101,6 +102,32 @@ class TagConfig(Strict):
     @property
     def source_key(self) -> str:
         return self.column if self.column is not None else self.name
+
+
+class ClientTls(Strict):
+    """TLS from plantwatch to a server: the server's certificate is always verified, never trusted blind."""
+
+    ca_file: ConfigPath | None = Field(
+        default=None, description="CA bundle (PEM) that signed the server's certificate; null: system CAs."
+    )
+    cert_file: ConfigPath | None = Field(default=None, description="Client certificate (PEM), with key_file.")
+    key_file: ConfigPath | None = Field(default=None, description="Client private key (PEM), with cert_file.")
+    verify_hostname: bool = Field(
+        default=True, description="Check the host (DNS name or IP address) against the server's certificate."
+    )
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClientTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
 
 
 class SourceBase(Strict):

@@ -156,10 +156,11 @@ def test_journald_prefix_maps_levels_and_keeps_the_json_line() -> None:
 def test_posture_reports_security_auth_expiry_and_inline_credentials(  # type: ignore[no-untyped-def]
     tmp_path: Path, monkeypatch, daemons: list[Daemon]
 ) -> None:
-    from tests.collector.test_sinks_syslog import make_ca, make_server_cert
+    from sim_plant.servers.certs import make_tls_ca, make_tls_cert
 
-    ca = make_ca(tmp_path, "plant-ca")  # valid for two days: an expiry an assessor must see
-    cert, key = make_server_cert(tmp_path, ca, ["plantwatch-client"])
+    ca = make_tls_ca(tmp_path, "plant-ca", days=2)  # valid for two days: an expiry an assessor must see
+    client = make_tls_cert(tmp_path, "plantwatch-client", ca, hostnames=["plantwatch-client"], ips=[], days=2)
+    cert, key = client.cert, client.key
     key.chmod(0o644)  # readable by everyone: a finding
     monkeypatch.setenv("PW_OPCUA_PASSWORD", "from-env")
     tag = [{"name": "PT101.PRESSURE", "column": "ns=2;s=PT101.PRESSURE"}]
@@ -172,10 +173,10 @@ def test_posture_reports_security_auth_expiry_and_inline_credentials(  # type: i
             {"name": "scada-opcua", "kind": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/", "tags": tag,
              "username": "plantwatch", "password": {"env": "PW_OPCUA_PASSWORD"},
              "security": {"policy": "Basic256Sha256", "mode": "SignAndEncrypt", "certificate": str(cert),
-                          "private_key": str(key), "server_certificate": str(ca[0])}},
+                          "private_key": str(key), "server_certificate": str(ca.cert)}},
             {"name": "pool-mqtt", "kind": "mqtt", "host": "127.0.0.1", "port": mqtt_port, "tags": [{"name": "LT1"}],
              "username": "pw", "password": "hunter2", "topics": [{"filter": "plant/#"}],
-             "tls": {"ca_file": str(ca[0])}},
+             "tls": {"ca_file": str(ca.cert)}},
             {"name": "plc", "kind": "modbus", "port": free_port(), "tags": [{"name": "FT1"}],
              "registers": [{"tag": "FT1", "table": "holding", "address": 0}]},
         ],

@@ -8,8 +8,6 @@ one JSON line per message with the fields it parsed.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -20,68 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from collector.sinks.options import SyslogSinkConfig
 from collector.sinks.syslog import SyslogSink, cef_value, octet_frame
+from sim_plant.servers.certs import make_tls_ca, make_tls_cert
 from tests.conftest import free_port
 
 RSYSLOGD = "/usr/sbin/rsyslogd"
-
-
-def make_ca(workdir: Path, name: str, days: int = 2) -> tuple[Path, Any, Any]:
-    """A self-signed CA: (its PEM file, its certificate, its key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = workdir / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path, cert, key
-
-
-def make_server_cert(workdir: Path, ca: tuple[Path, Any, Any], names: list[str]) -> tuple[Path, Path]:
-    """A certificate signed by ``ca`` for IP addresses / DNS names: (cert PEM, key PEM, mode 0600)."""
-    _, ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            alt.append(x509.DNSName(n))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(ca_cert.not_valid_after_utc)
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = workdir / f"{names[0]}.pem", workdir / f"{names[0]}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 ORDER = ["warning", "critical"]
@@ -290,25 +233,26 @@ def test_cef_body_escapes_as_the_standard_says(rsyslog) -> None:
 
 def test_tls_to_rsyslog_with_a_verified_certificate(rsyslog, tmp_path: Path) -> None:
     port = free_port()
-    ca = make_ca(tmp_path, "soc-ca")
-    cert, key = make_server_cert(tmp_path, ca, ["127.0.0.1", "localhost"])
+    ca = make_tls_ca(tmp_path, "soc-ca")
+    collector = make_tls_cert(tmp_path, "rsyslog", ca)  # localhost and 127.0.0.1
+    cert, key = collector.cert, collector.key
     server = rsyslog(
         f'input(type="imtcp" address="127.0.0.1" port="{port}")',
         global_extra=(
-            f'DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca[0]}" '
+            f'DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca.cert}" '
             f'DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}"'
         ),
         modules='module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")',
     )
     server.wait_listening(port)
-    run_sink(sink(port=port, transport="tls", tls={"ca_file": str(ca[0])}), [alert(1), alert(2)])
+    run_sink(sink(port=port, transport="tls", tls={"ca_file": str(ca.cert)}), [alert(1), alert(2)])
     got = server.messages(2)
     assert [m["sd"]["plantwatch@32473"]["seq"] for m in got] == ["1", "2"]
     assert json.loads(got[1]["msg"])["description"] == NASTY
 
     # A collector whose certificate this CA did not sign gets nothing: the sink keeps the alert and retries.
-    other = make_ca(tmp_path, "rogue-ca")
-    wrong = sink(port=port, transport="tls", tls={"ca_file": str(other[0])})
+    other = make_tls_ca(tmp_path, "rogue-ca")
+    wrong = sink(port=port, transport="tls", tls={"ca_file": str(other.cert)})
     wrong.start()
     assert wrong.offer(alert(3))
     assert wrong.wait_until(lambda st: st.failures >= 1, 10)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ModelWrapValidatorHandler, ValidationError, field_validator, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from collector.sources import ConfigPath, SourceBase, Strict
+from collector.sources import ClientTls, SourceBase, Strict
 
 Table = Literal["holding", "input", "coil", "discrete"]
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "float64", "bool"]
@@ -75,32 +75,11 @@ class RegisterSpec(Strict):
         return WORDS[self.resolved_type]
 
 
-class ModbusTlsOptions(Strict):
-    """Modbus/TLS (Modbus Security, port 802): the device's certificate is always verified, never trusted blind."""
+class ModbusTlsOptions(ClientTls):
+    """Modbus/TLS (Modbus Security, port 802): the device's certificate is always verified.
 
-    ca_file: ConfigPath | None = Field(
-        default=None, description="CA bundle (PEM) that signed the device's certificate; null: system CAs."
-    )
-    cert_file: ConfigPath | None = Field(
-        default=None, description="Client certificate (PEM), with key_file; Modbus/TLS devices usually demand one."
-    )
-    key_file: ConfigPath | None = Field(default=None, description="Client private key (PEM), with cert_file.")
-    verify_hostname: bool = Field(
-        default=True, description="Check host (DNS name or IP address) against the device's certificate."
-    )
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _exists(cls, value):  # type: ignore[no-untyped-def]
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _pair(self) -> ModbusTlsOptions:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
+    Modbus/TLS devices usually demand a client certificate too (cert_file and key_file).
+    """
 
 
 class ModbusOptions(SourceBase):

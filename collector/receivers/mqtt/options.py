@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from collector.sources import ConfigPath, Secret, SourceBase, Strict
+from collector.sources import ClientTls, Secret, SourceBase, Strict
 
 MAX_PACKET = 268_435_455  # the largest MQTT packet: 256 MiB - 1
 
@@ -81,28 +81,8 @@ class TopicOptions(Strict):
         return self
 
 
-class TlsOptions(Strict):
+class TlsOptions(ClientTls):
     """TLS to the broker; the broker's certificate is always verified."""
-
-    ca_file: ConfigPath | None = Field(
-        default=None, description="CA bundle (PEM) to verify the broker; null: system CAs."
-    )
-    cert_file: ConfigPath | None = Field(default=None, description="Client certificate (PEM), with key_file.")
-    key_file: ConfigPath | None = Field(default=None, description="Client private key (PEM), with cert_file.")
-    verify_hostname: bool = Field(default=True, description="Check the broker's name against its certificate.")
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _exists(cls, value):  # type: ignore[no-untyped-def]
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsOptions:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
 
 
 class MqttOptions(SourceBase):

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import getpass
-import ipaddress
 import logging
 import os
 import signal
@@ -23,10 +21,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.queue import SampleQueue
@@ -137,58 +131,6 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., MqttBroker]]:
         broker.stop()
 
 
-def make_ca(workdir: Path, name: str) -> tuple[Path, Any, Any]:
-    """A self-signed CA: (its PEM file, its certificate, its key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = workdir / f"{name}.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path, cert, key
-
-
-def make_server_cert(workdir: Path, ca: tuple[Path, Any, Any], names: list[str]) -> tuple[Path, Path]:
-    """A broker certificate signed by ``ca`` for DNS names / IP addresses: (cert PEM, key PEM)."""
-    _, ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            alt.append(x509.DNSName(n))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = workdir / f"broker-{names[0]}.pem", workdir / f"broker-{names[0]}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def options(broker: MqttBroker, **overrides: Any) -> MqttOptions:
     doc: dict[str, Any] = {
         "name": "oil-mqtt",
@@ -286,9 +228,7 @@ __all__ = [
     "RawPublisher",
     "Running",
     "broker_factory",
-    "make_ca",
     "make_receiver",
-    "make_server_cert",
     "options",
     "run",
     "values_of",

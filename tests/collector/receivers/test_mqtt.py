@@ -18,6 +18,7 @@ import pytest
 from collector.samples import Quality
 from sim_plant.plants import PLANTS, OilPlant
 from sim_plant.servers.base import WriteLog
+from sim_plant.servers.certs import make_tls_ca, make_tls_cert
 from sim_plant.servers.mqtt import MqttPlantServer
 from tests.collector.receivers import conftest_mqtt
 from tests.collector.receivers.conftest_mqtt import (
@@ -26,9 +27,7 @@ from tests.collector.receivers.conftest_mqtt import (
     MqttBroker,
     RawPublisher,
     Running,
-    make_ca,
     make_receiver,
-    make_server_cert,
     options,
     run,
     values_of,
@@ -338,12 +337,13 @@ def test_wrong_password_is_refused_counted_and_retried_under_backoff(broker_fact
 
 
 def test_tls_verifies_the_broker_certificate_and_its_name(broker_factory: BrokerFactory, tmp_path: Path) -> None:
-    ca = make_ca(tmp_path, "plant-ca")
-    other_ca, _, _ = make_ca(tmp_path, "other-ca")
-    cert, key = make_server_cert(tmp_path, ca, ["broker.plant.example"])  # not the address we dial
-    good_cert, good_key = make_server_cert(tmp_path, ca, ["127.0.0.1"])
-    wrong_name = broker_factory(extra=f"cafile {ca[0]}\ncertfile {cert}\nkeyfile {key}")
-    right = broker_factory(extra=f"cafile {ca[0]}\ncertfile {good_cert}\nkeyfile {good_key}")
+    ca = make_tls_ca(tmp_path, "plant-ca")
+    other_ca = make_tls_ca(tmp_path, "other-ca").cert
+    wrong = make_tls_cert(tmp_path, "wrong-name", ca, hostnames=["broker.plant.example"], ips=[])  # not what we dial
+    good = make_tls_cert(tmp_path, "broker", ca, hostnames=[], ips=["127.0.0.1"])
+    cert, key, good_cert, good_key = wrong.cert, wrong.key, good.cert, good.key
+    wrong_name = broker_factory(extra=f"cafile {ca.cert}\ncertfile {cert}\nkeyfile {key}")
+    right = broker_factory(extra=f"cafile {ca.cert}\ncertfile {good_cert}\nkeyfile {good_key}")
 
     async def attempt(broker: MqttBroker, **tls: object) -> tuple[bool, dict[str, int]]:
         receiver = make_receiver(options(broker, tls=tls, reconnect_min_s=0.5, reconnect_max_s=1.0))
@@ -353,7 +353,7 @@ def test_tls_verifies_the_broker_certificate_and_its_name(broker_factory: Broker
                 await running.subscribed(timeout=3.0)
             if receiver.subscribed.is_set():  # data flows over TLS too
                 t = time.time()
-                args = [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(broker.port), "--cafile", str(ca[0])]
+                args = [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(broker.port), "--cafile", str(ca.cert)]
                 args += ["--insecure", "-q", "1", "-t", "plantwatch/oil/tank_farm/TK101.LEVEL"]
                 args += ["-m", f'{{"value": 3.25, "ts": {t}}}']
                 subprocess.run(args, check=True, timeout=10, capture_output=True)
@@ -364,15 +364,15 @@ def test_tls_verifies_the_broker_certificate_and_its_name(broker_factory: Broker
             await running.stop()
 
     async def scenario() -> None:
-        up, errors = await attempt(right, ca_file=str(ca[0]))
+        up, errors = await attempt(right, ca_file=str(ca.cert))
         assert up and not errors, errors
         up, errors = await attempt(right, ca_file=str(other_ca))  # a broker we cannot verify
         assert not up and errors.get("tls", 0) >= 1, errors
         up, errors = await attempt(right)  # the system CAs do not know ours
         assert not up and errors.get("tls", 0) >= 1, errors
-        up, errors = await attempt(wrong_name, ca_file=str(ca[0]))  # right CA, wrong name
+        up, errors = await attempt(wrong_name, ca_file=str(ca.cert))  # right CA, wrong name
         assert not up and errors.get("tls", 0) >= 1, errors
-        up, errors = await attempt(wrong_name, ca_file=str(ca[0]), verify_hostname=False)  # explicitly allowed
+        up, errors = await attempt(wrong_name, ca_file=str(ca.cert), verify_hostname=False)  # explicitly allowed
         assert up and not errors, errors
         assert "connection_lost" not in errors
 
