@@ -259,3 +259,22 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "3/3 detected" in result.stdout and f"report in {report}" in result.stdout
     assert {p.name for p in report.iterdir()} == {"report.html", "report.md", "report.json"}
+
+
+def test_replay_piped_into_a_reader_that_leaves_exits_quietly(tmp_path: Path) -> None:
+    """`plantwatch replay ... | head -1`: no traceback when the pipe closes, outputs still written."""
+    import os
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "collector", "replay", str(DEMO_RECORDING), "-c", str(DEMO_CONFIG), "-o", str(out)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is already gone: the first line printed meets a broken pipe
+    try:
+        result = subprocess.run([*args, "--no-progress"], cwd=ROOT, stdout=write_end, capture_output=False,
+                                stderr=subprocess.PIPE, timeout=60)  # fmt: skip
+    finally:
+        os.close(write_end)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert json.loads((out / "summary.json").read_text())["ticks"] > 0
