@@ -215,6 +215,84 @@ class Detector(ABC):
         return out
 
 
+BLOCK_PATH_MAX_TAGS = 128
+"""Widest detector that takes a block of ticks at once. A block path pays Python once per block
+instead of once per tick, which is what a narrow detector spends its time on; a wide one spends it
+in numpy, where the block's (ticks x tags) temporaries, tens of MB at 100k tags, leave the cache and
+make it several times slower than tick by tick (measured crossover: 128 to 256 tags)."""
+
+
+class SpeculativeBlocks:
+    """A block path for detectors whose learning is sequential: guess which samples are learned.
+
+    ``_speculate`` works a stretch of ticks out at once on the guess that every sample is learned
+    but those of the tags in ``held_out`` (the tags flagged at the last tick), stores the state
+    after the leading ticks where the guess proved right, and returns their scores. The first tick
+    where it was wrong goes through ``score`` + ``update``; its flagged tags are the next guess, and
+    the next stretch is as long as the last one got, doubling while it holds. So a quiet plant and
+    a long alarm on a few tags both run as blocks. Where the flags change nearly every tick (many
+    thousands of tags, a few flagged somewhere each tick) a guess would fail at once, so after a
+    failed guess the next ``_backoff`` ticks go the plain way, doubling up to ``max_backoff`` while
+    guesses keep failing (a heuristic that only picks the path: both give the same numbers). Every
+    stored number comes from the same operations, in the same order, as the tick-by-tick path.
+    """
+
+    max_backoff: ClassVar[int] = 256
+    _backoff: int = 0
+
+    def _speculate(
+        self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray
+    ) -> np.ndarray:
+        """Scores of the leading ticks whose learning the guess got right; their state is stored."""
+        raise NotImplementedError
+
+    def _run_speculating(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
+        n = X.shape[0]
+        out = np.empty(X.shape, dtype=np.float64)
+        held_out = np.zeros(X.shape[1], dtype=bool)
+        i, stretch = 0, n
+        while i < n:
+            end = min(n, i + stretch)
+            done = self._speculate(X[i:end], ts[i:end], valid[i:end], threshold, held_out)
+            out[i : i + done.shape[0]] = done
+            i += done.shape[0]
+            if i == end:
+                stretch *= 2
+                self._backoff = 0
+                continue
+            # The guess failed at tick i: it, and the backoff's ticks after it, the plain way.
+            self._backoff = min(self.max_backoff, max(1, 2 * self._backoff)) if done.shape[0] == 0 else 1
+            for _ in range(min(self._backoff, n - i)):
+                x, t, v = X[i], float(ts[i]), valid[i]
+                s = self.score(x, t, v)  # type: ignore[attr-defined]
+                out[i] = s
+                learn = v & (s < threshold)
+                self.update(x, t, v, learn)  # type: ignore[attr-defined]
+                held_out = v & ~learn
+                i += 1
+            stretch = max(16, done.shape[0])
+        return out
+
+
+def guess_was_wrong(learnable: np.ndarray, held_out: np.ndarray, scores: np.ndarray, threshold: float) -> int:
+    """The first tick whose learning differs from the guess (all ``learnable`` but ``held_out``), else the length."""
+    wrong = (learnable & ~held_out) ^ (learnable & (scores < threshold))
+    first = np.flatnonzero(wrong.any(axis=1))
+    return int(first[0]) if first.size else scores.shape[0]
+
+
+def last_valid(valid: np.ndarray) -> np.ndarray:
+    """For each tick and tag, the index of the last valid tick up to and including it (-1: none)."""
+    index = np.where(valid, np.arange(valid.shape[0])[:, None], -1)
+    return np.maximum.accumulate(index, axis=0)
+
+
+def carried(before: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` per tag, ``before`` where ``index`` is -1: a state carried along a block."""
+    stacked = np.concatenate([before[None, :], values], axis=0)
+    return np.take_along_axis(stacked, index + 1, axis=0)
+
+
 class WarmupByCount:
     """Warm-up for detectors that learn a baseline: a tag is scored after ``warmup`` samples.
 
@@ -353,3 +431,47 @@ def ewma_learn(
     np.copyto(mean, incr, where=learn)
     np.copyto(var, new_var, where=learn)
     count += learn
+
+
+def ewma_path(
+    mean: np.ndarray, var: np.ndarray, count: np.ndarray, alpha: np.ndarray, X: np.ndarray, learn: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``ewma_learn`` over a block of ticks: mean, variance and count before each tick and after the last.
+
+    Returns ``(M, V, C, D)``, the first three with a row per tick plus one, and ``D[i] = X[i] - M[i]``
+    (the residual ``score`` computes). The recursion is rounded at every step, so it runs tick by
+    tick, but as six whole-row operations on preallocated rows, the very operations (and order)
+    of ``ewma_learn``: the same bits. Counts are small integers, so their cumulative sum is exact.
+    """
+    n, n_tags = X.shape
+    C = np.empty((n + 1, n_tags))
+    C[0] = count
+    np.cumsum(learn, axis=0, out=C[1:])
+    C[1:] += count
+    if not learn.any():  # nothing learns (a detector switched off everywhere): the baseline stands
+        M = np.broadcast_to(mean, (n + 1, n_tags))
+        V = np.broadcast_to(var, (n + 1, n_tags))
+        with np.errstate(invalid="ignore"):
+            return M, V, C, X - mean
+    M = np.empty((n + 1, n_tags))
+    V = np.empty((n + 1, n_tags))
+    D = np.empty((n, n_tags))
+    M[0], V[0] = mean, var
+    with np.errstate(divide="ignore", invalid="ignore"):
+        A = np.maximum(alpha, 1.0 / (C[:-1] + 1.0))
+        one_minus_A = 1.0 - A
+        every = learn.all(axis=1)
+        skip = ~learn
+        incr = np.empty(n_tags)
+        spread = np.empty(n_tags)
+        for i in range(n):
+            d = np.subtract(X[i], M[i], out=D[i])
+            np.multiply(A[i], d, out=incr)
+            np.multiply(d, incr, out=spread)
+            np.add(V[i], spread, out=V[i + 1])
+            V[i + 1] *= one_minus_A[i]
+            np.add(M[i], incr, out=M[i + 1])
+            if not every[i]:
+                np.copyto(M[i + 1], M[i], where=skip[i])
+                np.copyto(V[i + 1], V[i], where=skip[i])
+    return M, V, C, D

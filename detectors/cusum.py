@@ -15,10 +15,14 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import (
+    BLOCK_PATH_MAX_TAGS,
     Detector,
     DetectorParams,
     LearnedBaseline,
+    SpeculativeBlocks,
     TagLimits,
+    ewma_path,
+    guess_was_wrong,
     scale_floor,
     to_score_negated,
     uniform,
@@ -38,7 +42,7 @@ class CusumParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class CusumDetector(LearnedBaseline, Detector):
+class CusumDetector(SpeculativeBlocks, LearnedBaseline, Detector):
     name: ClassVar[str] = "cusum"
     Params: ClassVar[type[DetectorParams]] = CusumParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count", "s_hi", "s_lo")
@@ -61,6 +65,61 @@ class CusumDetector(LearnedBaseline, Detector):
         self.s_lo = np.zeros(n)
         self._next_hi = np.zeros(n)
         self._next_lo = np.zeros(n)
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """A block: baseline and sums carried along it as if nothing were flagged, then scored at once."""
+        if self.n_tags > BLOCK_PATH_MAX_TAGS:
+            return super().run(X, ts, valid, protect_threshold)
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
+
+    def _speculate(
+        self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray
+    ) -> np.ndarray:
+        learn = valid & self.enabled
+        M, V, C, D = ewma_path(self.mean, self.var, self.count, self.alpha, X, learn & ~held_out)
+        n, n_tags = X.shape
+        active = valid & self.enabled & (C[:-1] >= self.warmup)
+        # The sums after each tick: a clipped running sum, rounded at every step, so row by row.
+        H = np.empty((n + 1, n_tags))
+        L = np.empty((n + 1, n_tags))
+        H[0], L[0] = self.s_hi, self.s_lo
+        if active.any():
+            with np.errstate(invalid="ignore"):
+                sd = np.maximum(V[:-1], self._var_floor)
+                R = np.divide(D, np.sqrt(sd, out=sd), out=sd)
+            every = active.all(axis=1)
+            idle = ~active
+            for i in range(n):
+                hi = np.add(H[i], R[i], out=H[i + 1])
+                hi -= self._k
+                np.maximum(hi, 0.0, out=hi)
+                lo = np.subtract(L[i], R[i], out=L[i + 1])
+                lo -= self._k
+                np.maximum(lo, 0.0, out=lo)
+                if not every[i]:
+                    np.copyto(hi, H[i], where=idle[i])
+                    np.copyto(lo, L[i], where=idle[i])
+        else:  # nothing scored yet (or the detector is off everywhere): the sums stand
+            H[1:], L[1:] = self.s_hi, self.s_lo
+        stat = np.maximum(H[1:], L[1:])
+        stat *= self._neg_inv_h
+        scores = to_score_negated(stat, out=stat)
+        done = guess_was_wrong(learn, held_out, scores, threshold)
+        np.copyto(self.mean, M[done])
+        np.copyto(self.var, V[done])
+        np.copyto(self.count, C[done])
+        self.s_hi, self.s_lo = H[done].copy(), L[done].copy()
+        self._take_residual(X)  # forget a residual kept by an earlier score()
+        return scores[:done]
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         active = valid & self.warm()

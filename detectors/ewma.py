@@ -13,10 +13,14 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import (
+    BLOCK_PATH_MAX_TAGS,
     Detector,
     DetectorParams,
     LearnedBaseline,
+    SpeculativeBlocks,
     TagLimits,
+    ewma_path,
+    guess_was_wrong,
     scale_floor,
     to_score_negated,
     uniform,
@@ -30,7 +34,7 @@ class EwmaParams(DetectorParams):
     min_std: Annotated[float, Field(ge=0, description="Floor of the learned standard deviation.")] = 0.0
 
 
-class EwmaDetector(LearnedBaseline, Detector):
+class EwmaDetector(SpeculativeBlocks, LearnedBaseline, Detector):
     name: ClassVar[str] = "ewma"
     Params: ClassVar[type[DetectorParams]] = EwmaParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count")
@@ -47,6 +51,40 @@ class EwmaDetector(LearnedBaseline, Detector):
         self.mean = np.zeros(n)
         self.var = np.zeros(n)
         self.count = np.zeros(n)
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """A block: the baseline learned along it as if nothing were flagged, then every tick scored at once."""
+        if self.n_tags > BLOCK_PATH_MAX_TAGS:
+            return super().run(X, ts, valid, protect_threshold)
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
+
+    def _speculate(
+        self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray
+    ) -> np.ndarray:
+        learn = valid & self.enabled
+        M, V, C, D = ewma_path(self.mean, self.var, self.count, self.alpha, X, learn & ~held_out)
+        with np.errstate(invalid="ignore"):
+            sd = np.maximum(V[:-1], self._var_floor)
+            stat = np.divide(D, np.sqrt(sd, out=sd), out=sd)
+            np.abs(stat, out=stat)
+            stat *= self._neg_inv_limit
+            stat[~(valid & self.enabled & (C[:-1] >= self.warmup))] = 0.0
+        scores = to_score_negated(stat, out=stat)
+        done = guess_was_wrong(learn, held_out, scores, threshold)
+        np.copyto(self.mean, M[done])
+        np.copyto(self.var, V[done])
+        np.copyto(self.count, C[done])
+        self._take_residual(X)  # forget a residual kept by an earlier score()
+        return scores[:done]
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"):

@@ -13,7 +13,16 @@ from typing import Annotated, ClassVar
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, to_score, uniform
+from detectors.base import (
+    BLOCK_PATH_MAX_TAGS,
+    Detector,
+    DetectorParams,
+    TagLimits,
+    carried,
+    last_valid,
+    to_score,
+    uniform,
+)
 
 
 class FlatlineParams(DetectorParams):
@@ -54,6 +63,51 @@ class FlatlineDetector(Detector):
     def _forget_caches(self) -> None:
         self._same = None
         super()._forget_caches()
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """A whole block at once, where "unchanged" is plain equality (no tolerance, the default).
+
+        Then the held value before a tick equals (compares equal to) the last valid sample before
+        it, and the hold starts at the last tick whose sample moved: both carried along the block.
+        With a tolerance, whether a sample moved depends on which earlier sample is held, so that
+        case goes tick by tick.
+        """
+        if not self._exact or self.n_tags > BLOCK_PATH_MAX_TAGS:
+            return super().run(X, ts, valid, protect_threshold)
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        n = X.shape[0]
+        if n == 0:
+            return np.zeros(X.shape)
+        ts = np.asarray(ts, dtype=np.float64)
+        previous = carried(self.held_x, X, last_valid(valid))  # compares equal to held_x after each tick
+        held_before = np.concatenate([self.held_x[None, :], previous[:-1]], axis=0)
+        same = np.equal(X, held_before)
+        same &= valid
+        same &= np.isfinite(X)
+        moved = valid & ~same
+        moved_at = last_valid(moved)
+        since = carried(self.held_since, np.broadcast_to(ts[:, None], X.shape), moved_at)
+        held = same & self.enabled
+        out = np.zeros(X.shape, dtype=np.float64)
+        rows = np.flatnonzero(held.any(axis=1))
+        if rows.size:
+            since_before = np.concatenate([self.held_since[None, :], since[:-1]], axis=0)[rows]
+            stat = np.subtract(ts[rows, None], since_before)
+            stat *= self._inv_after
+            stat[~held[rows]] = 0.0
+            out[rows] = to_score(stat, out=stat)
+        self.held_x = carried(self.held_x, X, moved_at)[-1].copy()  # the very bits of the last sample that moved
+        self.held_since = since[-1].copy()
+        self._same = None
+        return out
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         same = self._unchanged(x, valid)

@@ -14,11 +14,16 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import (
+    BLOCK_PATH_MAX_TAGS,
     Detector,
     DetectorParams,
     SettlingWeight,
+    SpeculativeBlocks,
     TagLimits,
     WarmupByCount,
+    carried,
+    guess_was_wrong,
+    last_valid,
     scale_floor,
     to_score,
     uniform,
@@ -34,7 +39,7 @@ class RateParams(DetectorParams):
     warmup: Annotated[int, Field(ge=1, description="Rates learned before the tag is scored.")] = 60
 
 
-class RateDetector(SettlingWeight, WarmupByCount, Detector):
+class RateDetector(SpeculativeBlocks, SettlingWeight, WarmupByCount, Detector):
     name: ClassVar[str] = "rate"
     Params: ClassVar[type[DetectorParams]] = RateParams
     state_fields: ClassVar[tuple[str, ...]] = ("prev_x", "prev_ts", "mean_rate", "count")
@@ -61,6 +66,74 @@ class RateDetector(SettlingWeight, WarmupByCount, Detector):
     def _forget_caches(self) -> None:
         self._prev_ts_all = None
         super()._forget_caches()
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """A block: rates from the previous valid samples at once, the mean rate learned as if nothing were flagged."""
+        if self.n_tags > BLOCK_PATH_MAX_TAGS:
+            return super().run(X, ts, valid, protect_threshold)
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
+
+    def _speculate(
+        self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray
+    ) -> np.ndarray:
+        n, n_tags = X.shape
+        at = last_valid(valid)
+        T = np.broadcast_to(ts[:, None], X.shape)
+        after_x = carried(self.prev_x, X, at)  # the previous sample after each tick
+        after_ts = carried(self.prev_ts, T, at)
+        before_x = np.concatenate([self.prev_x[None, :], after_x[:-1]], axis=0)
+        before_ts = np.concatenate([self.prev_ts[None, :], after_ts[:-1]], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.subtract(X, before_x)
+            np.abs(rate, out=rate)
+            dt = np.subtract(T, before_ts)
+            rate /= np.maximum(dt, 1e-6, out=dt)
+        finite = np.isfinite(rate)
+        learn = valid & self.enabled & finite
+        guess = learn & ~held_out
+        # The mean rate before each tick and after the last: rounded at every step, so row by row.
+        C = np.empty((n + 1, n_tags))
+        C[0] = self.count
+        np.cumsum(guess, axis=0, out=C[1:])
+        C[1:] += self.count
+        MR = np.empty((n + 1, n_tags))
+        MR[0] = self.mean_rate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A = np.maximum(self.alpha, 1.0 / (C[:-1] + 1.0))
+            every = guess.all(axis=1)
+            skip = ~guess
+            step = np.empty(n_tags)
+            for i in range(n):
+                np.subtract(rate[i], MR[i], out=step)
+                step *= A[i]
+                np.add(MR[i], step, out=MR[i + 1])
+                if not every[i]:
+                    np.copyto(MR[i + 1], MR[i], where=skip[i])
+            if self._any_fixed:
+                limit = np.where(self._fixed, self.max_rate, self.k * MR[:-1])
+            else:
+                limit = self._k * MR[:-1]
+            np.maximum(limit, self._floor, out=limit)
+            stat = np.divide(rate, limit, out=limit)
+        stat[~(valid & self.enabled & (C[:-1] >= self.warmup) & finite)] = 0.0
+        scores = to_score(stat, out=stat)
+        done = guess_was_wrong(learn, held_out, scores, threshold)
+        np.copyto(self.mean_rate, MR[done])
+        np.copyto(self.count, C[done])
+        if done > 0:
+            np.copyto(self.prev_x, after_x[done - 1])
+            np.copyto(self.prev_ts, after_ts[done - 1])
+            self._prev_ts_all = None  # a cache of one value of prev_ts: the general path gives the same bits
+        return scores[:done]
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):

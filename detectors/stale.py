@@ -14,7 +14,16 @@ from typing import Annotated, ClassVar
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, to_score, uniform
+from detectors.base import (
+    BLOCK_PATH_MAX_TAGS,
+    Detector,
+    DetectorParams,
+    TagLimits,
+    carried,
+    last_valid,
+    to_score,
+    uniform,
+)
 
 
 class StaleParams(DetectorParams):
@@ -33,6 +42,44 @@ class StaleDetector(Detector):
         self._inv_after = uniform(1.0 / np.asarray(self.params["after_s"], dtype=np.float64))
         self.last_seen = np.full(self.n_tags, np.nan)
         self._first_tick = True
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """A whole block at once: the only state is when each tag last reported, carried along the block."""
+        if self.n_tags > BLOCK_PATH_MAX_TAGS:
+            return super().run(X, ts, valid, protect_threshold)
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        n = X.shape[0]
+        if n == 0:
+            return np.zeros(X.shape)
+        ts = np.asarray(ts, dtype=np.float64)
+        before = self.last_seen.copy()
+        if self._first_tick:  # the first update stamps the tags that never reported with its tick
+            np.copyto(before, ts[0], where=np.isnan(before))
+        # last_seen as it stands before each tick: the tick of the last valid sample, else before.
+        seen = last_valid(valid)
+        since = carried(before, np.broadcast_to(ts[:, None], X.shape), seen)
+        quiet = valid | ~self.enabled
+        out = np.zeros(X.shape, dtype=np.float64)
+        rows = np.flatnonzero(~quiet.all(axis=1))
+        if rows.size:
+            last = np.concatenate([self.last_seen[None, :], since[:-1]], axis=0)[rows]
+            stat = np.subtract(ts[rows, None], last)
+            stat *= self._inv_after
+            stat[quiet[rows]] = 0.0
+            if self._first_tick and rows[0] == 0:  # last_seen is NaN until the first update
+                np.nan_to_num(stat[0], copy=False, nan=0.0)
+            out[rows] = to_score(stat, out=stat)
+        self.last_seen = since[-1].copy()
+        self._first_tick = False
+        return out
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
         quiet = valid | ~self.enabled
