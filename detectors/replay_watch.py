@@ -50,6 +50,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorParams, TagLimits, scale_floor, to_score
 
+RETRY_TICKS = 512  # longest stretch scored tick by tick before the block path is tried again
 HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so every power is invertible mod 2**64
 HASH_BASE_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
 SYMBOL_OFFSET = 1 << 20  # symbols are clipped to +-SYMBOL_OFFSET/2 and shifted positive before hashing
@@ -163,6 +164,11 @@ class ReplayWatchDetector(Detector):
             valid = np.isfinite(X)
         if X.shape[0] < 2:
             return super().run(X, ts, valid, protect_threshold)
+        if X.shape[0] > RETRY_TICKS:
+            # In chunks, so a stretch that must go tick by tick (a tag still learning its symbol width at a
+            # cold start, a candidate match) costs only its own chunk: the next chunk tries the block path again.
+            chunks = [slice(i, i + RETRY_TICKS) for i in range(0, X.shape[0], RETRY_TICKS)]
+            return np.concatenate([self.run(X[c], ts[c], valid[c], protect_threshold) for c in chunks])
         block = _Block(self, X, valid)
         if block.clean == X.shape[0]:
             block.commit()

@@ -99,3 +99,34 @@ def test_blocks_are_batched_and_give_the_ticks_numbers() -> None:
     assert (expected[4100:4500, 1] >= 0.5).mean() > 0.6
     for name, value in ticks.state().items():
         np.testing.assert_array_equal(blocks.state()[name], value, err_msg=name)
+
+
+def test_one_long_block_from_a_cold_start_goes_back_to_the_block_path() -> None:
+    """A cold start must be scored tick by tick (symbol widths are still being learned), but only
+    until the block path can take over again, not for the rest of a long replay."""
+    from detectors.replay_watch import RETRY_TICKS
+
+    assert N >= 8 * RETRY_TICKS, "the stream must be long enough to tell retrying from giving up"
+    rng = np.random.default_rng(9)
+    X = np.cumsum(rng.standard_normal((N, 3)) * 0.1, axis=0) + rng.standard_normal((N, 3))
+    ts = np.arange(N, dtype=np.float64)
+    whole, ticks = watch(3), watch(3)
+    per_tick_calls = 0
+    score = whole.score
+
+    def counted(*args: object, **kwargs: object) -> np.ndarray:
+        nonlocal per_tick_calls
+        per_tick_calls += 1
+        return score(*args, **kwargs)  # type: ignore[arg-type]
+
+    whole.score = counted  # type: ignore[method-assign]
+    got = whole.run(X, ts)
+    expected = np.empty(X.shape)
+    for i in range(N):
+        v = np.isfinite(X[i])
+        expected[i] = ticks.score(X[i], float(ts[i]), v)
+        ticks.update(X[i], float(ts[i]), v, v)
+    assert np.array_equal(got, expected)
+    for name, value in ticks.state().items():
+        np.testing.assert_array_equal(whole.state()[name], value, err_msg=name)
+    assert per_tick_calls <= max(2 * RETRY_TICKS, N // 4), f"{per_tick_calls} of {N} ticks scored one by one"
