@@ -238,6 +238,22 @@ class SpeculativeBlocks:
     """
 
     max_backoff: ClassVar[int] = 256
+
+    def run(
+        self,
+        X: np.ndarray,
+        ts: np.ndarray,
+        valid: np.ndarray | None = None,
+        protect_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """A block: learned along it as if nothing were flagged, checked, then every tick scored at once."""
+        if self.n_tags > BLOCK_PATH_MAX_TAGS:  # type: ignore[attr-defined]
+            return super().run(X, ts, valid, protect_threshold)  # type: ignore[misc]
+        X = np.asarray(X, dtype=np.float64)
+        if valid is None:
+            valid = np.isfinite(X)
+        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
+
     _backoff: int = 0
 
     def _speculate(

@@ -15,7 +15,6 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import (
-    BLOCK_PATH_MAX_TAGS,
     Detector,
     DetectorParams,
     LearnedBaseline,
@@ -65,21 +64,6 @@ class CusumDetector(SpeculativeBlocks, LearnedBaseline, Detector):
         self.s_lo = np.zeros(n)
         self._next_hi = np.zeros(n)
         self._next_lo = np.zeros(n)
-
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
-        """A block: baseline and sums carried along it as if nothing were flagged, then scored at once."""
-        if self.n_tags > BLOCK_PATH_MAX_TAGS:
-            return super().run(X, ts, valid, protect_threshold)
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
-        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
 
     def _speculate(
         self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray

@@ -13,7 +13,6 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import (
-    BLOCK_PATH_MAX_TAGS,
     Detector,
     DetectorParams,
     LearnedBaseline,
@@ -51,21 +50,6 @@ class EwmaDetector(SpeculativeBlocks, LearnedBaseline, Detector):
         self.mean = np.zeros(n)
         self.var = np.zeros(n)
         self.count = np.zeros(n)
-
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
-        """A block: the baseline learned along it as if nothing were flagged, then every tick scored at once."""
-        if self.n_tags > BLOCK_PATH_MAX_TAGS:
-            return super().run(X, ts, valid, protect_threshold)
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
-        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
 
     def _speculate(
         self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray

@@ -14,7 +14,6 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import (
-    BLOCK_PATH_MAX_TAGS,
     Detector,
     DetectorParams,
     SettlingWeight,
@@ -66,21 +65,6 @@ class RateDetector(SpeculativeBlocks, SettlingWeight, WarmupByCount, Detector):
     def _forget_caches(self) -> None:
         self._prev_ts_all = None
         super()._forget_caches()
-
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
-        """A block: rates from the previous valid samples at once, the mean rate learned as if nothing were flagged."""
-        if self.n_tags > BLOCK_PATH_MAX_TAGS:
-            return super().run(X, ts, valid, protect_threshold)
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
-        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
 
     def _speculate(
         self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray
