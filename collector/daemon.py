@@ -74,8 +74,10 @@ async def serve(cfg: PlantConfig, config_path: Path | None = None) -> int:
         reloader = Reloader(config_path, runner, audit, journal.path, re_export) if config_path else None
         if reloader is not None:
             registry.register(reloader)
-        readiness = Readiness(
-            lambda: runner.receivers, lambda: runner.pipeline.bank.warm_tags(), lambda: len(runner.pipeline.tag_names)
+        readiness = Readiness(  # lambdas: a reload may replace the receivers and the pipeline
+            lambda: runner.receivers,
+            lambda: runner.pipeline.bank.warm_tags(),
+            lambda: runner.pipeline.bank.enabled_tags(),
         )
         server = MetricsServer.from_config(registry, cfg.exporter, readiness.respond)
         server.start()

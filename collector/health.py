@@ -8,9 +8,9 @@ wait for after a start or a reload:
 - every configured source has connected at least once since start: a source
   that never came up means a whole part of the plant is unwatched, which is
   the first thing an engineer must fix after an install;
-- every detector is either warm or still learning: both are normal states,
-  and the body says which, so "ready but learning" is visible without reading
-  the logs.
+- every detector is either warm or still learning (or switched off): all are
+  normal states, and the body says which, so "ready but learning" is visible
+  without reading the logs.
 
 A source that connected once and later drops is *not* a readiness failure:
 that is an incident the operators see on /metrics (``plantwatch_source_up``)
@@ -42,11 +42,11 @@ class Readiness:
         self,
         receivers: Callable[[], Sequence[Any]],
         warm_tags: Callable[[], dict[str, int]],
-        tag_count: Callable[[], int],
+        enabled_tags: Callable[[], dict[str, int]],
     ) -> None:
         self._receivers = receivers
         self._warm_tags = warm_tags
-        self._tag_count = tag_count
+        self._enabled_tags = enabled_tags
         self._seen: set[str] = set()
 
     def check(self) -> tuple[bool, dict[str, object]]:
@@ -62,11 +62,8 @@ class Readiness:
             else:
                 sources[receiver.name] = "never connected"
                 waiting.append(receiver.name)
-        tags = self._tag_count()
-        detectors = {
-            name: "warm" if tags and warm >= tags else f"learning ({warm}/{tags} tags warm)"
-            for name, warm in self._warm_tags().items()
-        }
+        enabled = self._enabled_tags()
+        detectors = {name: _warmth(warm, enabled.get(name, 0)) for name, warm in self._warm_tags().items()}
         ready = not waiting
         body: dict[str, object] = {"ready": ready, "config": "loaded", "sources": sources, "detectors": detectors}
         if waiting:
@@ -77,3 +74,9 @@ class Readiness:
         """HTTP status line and JSON body for /readyz: 200 when ready, 503 while waiting."""
         ready, body = self.check()
         return ("200 OK" if ready else "503 Service Unavailable"), (json.dumps(body, sort_keys=True) + "\n").encode()
+
+
+def _warmth(warm: int, enabled: int) -> str:
+    if enabled == 0:
+        return "off"
+    return "warm" if warm >= enabled else f"learning ({warm}/{enabled} tags warm)"

@@ -76,5 +76,9 @@ class DetectorBank:
         """How many tags each detector is scoring (past warm-up, enabled)."""
         return {d.name: int(np.count_nonzero(d.warm())) for d in self.detectors}
 
+    def enabled_tags(self) -> dict[str, int]:
+        """How many tags each detector is switched on for (0: off everywhere, as PCA is by default)."""
+        return {d.name: int(np.count_nonzero(d.enabled)) for d in self.detectors}
+
     def state_nbytes(self) -> int:
         return sum(d.state_nbytes() for d in self.detectors)

@@ -89,7 +89,11 @@ def test_readyz_waits_for_every_source_to_connect_once(tmp_path: Path, daemons: 
         ready = _wait_status(listen, "/readyz", 200, 30)
         assert ready["ready"] is True and "waiting_for" not in ready
         assert ready["sources"] == {"oil-plc": "up"}
-        assert set(ready["detectors"]) >= {"limits", "ewma"}
+        detectors = ready["detectors"]
+        assert isinstance(detectors, dict)
+        assert detectors["limits"] == "warm"  # nothing to learn
+        assert detectors["pca"] == "off"  # off by default: not "learning" for ever
+        assert detectors["ewma"] == "warm" or detectors["ewma"].startswith("learning (")
         assert sample_value(scrape(listen), "plantwatch_source_up", source="oil-plc") == 1.0
     finally:
         sim.terminate()
