@@ -114,6 +114,7 @@ class Detector(ABC):
     them in ``fault``.
     """
 
+    block_path_max_tags: ClassVar[int | None] = None  # see BLOCK_PATH_MAX_TAGS
     name: ClassVar[str]
     Params: ClassVar[type[DetectorParams]] = DetectorParams
     state_fields: ClassVar[tuple[str, ...]] = ()
@@ -202,10 +203,26 @@ class Detector(ABC):
         valid: np.ndarray | None = None,
         protect_threshold: float = 0.5,
     ) -> np.ndarray:
-        """Score then learn a block of ticks on its own (no bank), protecting flagged samples."""
+        """Score then learn a block of ticks on its own (no bank), protecting flagged samples.
+
+        The inputs are made arrays here, once; a detector with a block path overrides ``_run_block``,
+        which wider than ``block_path_max_tags`` tags is bypassed for the tick-by-tick path.
+        """
         X = np.asarray(X, dtype=np.float64)
+        ts = np.asarray(ts, dtype=np.float64)
         if valid is None:
             valid = np.isfinite(X)
+        limit = self.block_path_max_tags
+        if limit is not None and self.n_tags > limit:
+            return self._run_ticks(X, ts, valid, protect_threshold)
+        return self._run_block(X, ts, valid, protect_threshold)
+
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
+        """A block of ticks at once; by default, tick by tick."""
+        return self._run_ticks(X, ts, valid, protect_threshold)
+
+    def _run_ticks(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
+        """Score then learn each tick in turn: the reference every block path must equal bit for bit."""
         out = np.empty(X.shape, dtype=np.float64)
         for i in range(X.shape[0]):
             x, t, v = X[i], float(ts[i]), valid[i]  # one view each, so caches keyed on identity hit
@@ -222,7 +239,7 @@ in numpy, where the block's (ticks x tags) temporaries, tens of MB at 100k tags,
 make it several times slower than tick by tick (measured crossover: 128 to 256 tags)."""
 
 
-class SpeculativeBlocks:
+class SpeculativeBlocks(ABC):
     """A block path for detectors whose learning is sequential: guess which samples are learned.
 
     ``_speculate`` works a stretch of ticks out at once on the guess that every sample is learned
@@ -239,28 +256,19 @@ class SpeculativeBlocks:
 
     max_backoff: ClassVar[int] = 256
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    block_path_max_tags: ClassVar[int | None] = BLOCK_PATH_MAX_TAGS
+
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         """A block: learned along it as if nothing were flagged, checked, then every tick scored at once."""
-        if self.n_tags > BLOCK_PATH_MAX_TAGS:  # type: ignore[attr-defined]
-            return super().run(X, ts, valid, protect_threshold)  # type: ignore[misc]
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
-        return self._run_speculating(X, np.asarray(ts, dtype=np.float64), valid, protect_threshold)
+        return self._run_speculating(X, ts, valid, protect_threshold)
 
     _backoff: int = 0
 
+    @abstractmethod
     def _speculate(
         self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float, held_out: np.ndarray
     ) -> np.ndarray:
         """Scores of the leading ticks whose learning the guess got right; their state is stored."""
-        raise NotImplementedError
 
     def _run_speculating(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
         n = X.shape[0]

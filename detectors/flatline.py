@@ -31,6 +31,7 @@ class FlatlineParams(DetectorParams):
 
 
 class FlatlineDetector(Detector):
+    block_path_max_tags: ClassVar[int | None] = BLOCK_PATH_MAX_TAGS
     name: ClassVar[str] = "flatline"
     Params: ClassVar[type[DetectorParams]] = FlatlineParams
     state_fields: ClassVar[tuple[str, ...]] = ("held_x", "held_since")
@@ -64,13 +65,7 @@ class FlatlineDetector(Detector):
         self._same = None
         super()._forget_caches()
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         """A whole block at once, where "unchanged" is plain equality (no tolerance, the default).
 
         Then the held value before a tick equals (compares equal to) the last valid sample before
@@ -78,15 +73,11 @@ class FlatlineDetector(Detector):
         With a tolerance, whether a sample moved depends on which earlier sample is held, so that
         case goes tick by tick.
         """
-        if not self._exact or self.n_tags > BLOCK_PATH_MAX_TAGS:
-            return super().run(X, ts, valid, protect_threshold)
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
+        if not self._exact:
+            return self._run_ticks(X, ts, valid, protect_threshold)
         n = X.shape[0]
         if n == 0:
             return np.zeros(X.shape)
-        ts = np.asarray(ts, dtype=np.float64)
         previous = carried(self.held_x, X, last_valid(valid))  # compares equal to held_x after each tick
         held_before = np.concatenate([self.held_x[None, :], previous[:-1]], axis=0)
         same = np.equal(X, held_before)

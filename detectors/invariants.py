@@ -214,19 +214,9 @@ class InvariantDetector(Detector):
         self._learn(r, score, ok, learn, 0.5)
         self.history, self.history_ts = H, T
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         """The residuals of the whole block at once; the CUSUM too once every invariant's baseline is
         fixed (warm, ``alpha`` 0), else tick by tick across invariants while some still learn."""
-        X = np.asarray(X, dtype=np.float64)
-        ts = np.asarray(ts, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
         R, H, T = self.residuals(X, ts, valid)
         self._pending = None
         if bool(np.all((self.count >= self._warmup) & (self._alpha == 0.0))):

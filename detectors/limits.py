@@ -46,21 +46,12 @@ class LimitDetector(Detector):
         self._hi_guard = np.where(self.enabled, np.where(np.isnan(hi_guard), -np.inf, hi_guard), np.inf)
         self._lo_guard = np.where(self.enabled, np.where(np.isnan(lo_guard), np.inf, lo_guard), -np.inf)
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         """A whole block at once: nothing is learned, so every tick is scored as on its own.
 
         The exact arithmetic of ``score`` runs on the rows holding a sample near a limit; every
         other row scores 0, as ``score``'s shortcut gives.
         """
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
         out = np.zeros(X.shape, dtype=np.float64)
         near = np.greater_equal(X, self._hi_guard)
         near |= np.less_equal(X, self._lo_guard)

@@ -504,17 +504,8 @@ class PcaDetector(Detector):
         for g in np.flatnonzero(self._due()):
             self._refit(int(g))
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         """Score then learn a block of ticks, batched: every tick before the next possible refit at once."""
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
         L = X.shape[0]
         out = np.empty(X.shape, dtype=np.float64)
         max_rows = max(1, CHUNK_ELEMENTS // max(1, len(self.groups) * self.cap * self.cap))

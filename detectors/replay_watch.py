@@ -149,26 +149,16 @@ class ReplayWatchDetector(Detector):
         """How often a symbol equals the one a window earlier (1 until enough windows are counted)."""
         return collision_rate(self.coll_same, self.coll_total)
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         if not self._any:
             return np.zeros(np.shape(X))
-        X = np.asarray(X, dtype=np.float64)
-        ts = np.asarray(ts, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
         if X.shape[0] < 2:
-            return super().run(X, ts, valid, protect_threshold)
+            return self._run_ticks(X, ts, valid, protect_threshold)
         if X.shape[0] > RETRY_TICKS:
             # In chunks, so a stretch that must go tick by tick (a tag still learning its symbol width at a
             # cold start, a candidate match) costs only its own chunk: the next chunk tries the block path again.
             chunks = [slice(i, i + RETRY_TICKS) for i in range(0, X.shape[0], RETRY_TICKS)]
-            return np.concatenate([self.run(X[c], ts[c], valid[c], protect_threshold) for c in chunks])
+            return np.concatenate([self._run_block(X[c], ts[c], valid[c], protect_threshold) for c in chunks])
         block = _Block(self, X, valid)
         if block.clean == X.shape[0]:
             block.commit()
@@ -180,7 +170,7 @@ class ReplayWatchDetector(Detector):
             head = _Block(self, X[:done], valid[:done])
             head.commit()
             out[:done] = head.scores
-        out[done:] = super().run(X[done:], ts[done:], valid[done:], protect_threshold)
+        out[done:] = self._run_ticks(X[done:], ts[done:], valid[done:], protect_threshold)
         return out
 
     def _forget_caches(self) -> None:

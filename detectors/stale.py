@@ -31,6 +31,7 @@ class StaleParams(DetectorParams):
 
 
 class StaleDetector(Detector):
+    block_path_max_tags: ClassVar[int | None] = BLOCK_PATH_MAX_TAGS
     name: ClassVar[str] = "stale"
     Params: ClassVar[type[DetectorParams]] = StaleParams
     state_fields: ClassVar[tuple[str, ...]] = ("last_seen",)
@@ -43,23 +44,11 @@ class StaleDetector(Detector):
         self.last_seen = np.full(self.n_tags, np.nan)
         self._first_tick = True
 
-    def run(
-        self,
-        X: np.ndarray,
-        ts: np.ndarray,
-        valid: np.ndarray | None = None,
-        protect_threshold: float = 0.5,
-    ) -> np.ndarray:
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
         """A whole block at once: the only state is when each tag last reported, carried along the block."""
-        if self.n_tags > BLOCK_PATH_MAX_TAGS:
-            return super().run(X, ts, valid, protect_threshold)
-        X = np.asarray(X, dtype=np.float64)
-        if valid is None:
-            valid = np.isfinite(X)
         n = X.shape[0]
         if n == 0:
             return np.zeros(X.shape)
-        ts = np.asarray(ts, dtype=np.float64)
         before = self.last_seen.copy()
         if self._first_tick:  # the first update stamps the tags that never reported with its tick
             np.copyto(before, ts[0], where=np.isnan(before))
