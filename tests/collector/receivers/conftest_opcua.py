@@ -48,6 +48,19 @@ def make_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
+def client_security(
+    client: CertFiles, server_certificate: Path, mode: str = "SignAndEncrypt", policy: str = "Basic256Sha256"
+) -> dict[str, str]:
+    """A source's ``security`` section: this client's certificate, the server's pinned."""
+    return {
+        "policy": policy,
+        "mode": mode,
+        "certificate": str(client.cert),
+        "private_key": str(client.key),
+        "server_certificate": str(server_certificate),
+    }
+
+
 def oil_tags(node_id: Callable[[str], str]) -> list[dict[str, Any]]:
     return [{"name": name, "column": node_id(name)} for name in NAMES]
 

@@ -25,6 +25,7 @@ from tests.collector.receivers.conftest_opcua import (
     OIL,
     Pki,
     bounded,
+    client_security,
     make_pki,
     oil_tags,
     options,
@@ -151,13 +152,7 @@ def test_secure_source_reads_over_basic256sha256_sign_and_encrypt(pki: Pki) -> N
     with serving(
         "oil", security=("Basic256Sha256_SignAndEncrypt",), certificate=pki.server.cert, private_key=pki.server.key
     ) as s:
-        security = {
-            "policy": "Basic256Sha256",
-            "mode": "SignAndEncrypt",
-            "certificate": str(pki.client.cert),
-            "private_key": str(pki.client.key),
-            "server_certificate": str(pki.server.cert),
-        }
+        security = client_security(pki.client, pki.server.cert)
         opts = options(s.endpoint, oil_tags(s.node_id), security=security)
 
         async def scenario() -> None:
@@ -174,13 +169,7 @@ def test_secure_source_reads_over_basic256sha256_sign_and_encrypt(pki: Pki) -> N
 
 def test_secure_source_refuses_a_server_offering_only_none(pki: Pki) -> None:
     with serving("oil") as s:  # security None only
-        security = {
-            "policy": "Basic256Sha256",
-            "mode": "Sign",
-            "certificate": str(pki.client.cert),
-            "private_key": str(pki.client.key),
-            "server_certificate": str(pki.server.cert),
-        }
+        security = client_security(pki.client, pki.server.cert, mode="Sign")
         opts = options(s.endpoint, oil_tags(s.node_id), security=security)
 
         async def scenario() -> None:
@@ -199,13 +188,7 @@ def test_untrusted_server_certificate_is_rejected_and_retried_under_backoff(
     with serving(
         "oil", security=("Basic256Sha256_SignAndEncrypt",), certificate=pki.server.cert, private_key=pki.server.key
     ) as s:
-        security = {
-            "policy": "Basic256Sha256",
-            "mode": "SignAndEncrypt",
-            "certificate": str(pki.client.cert),
-            "private_key": str(pki.client.key),
-            "server_certificate": str(pki.impostor.cert),  # not the certificate the server presents
-        }
+        security = client_security(pki.client, pki.impostor.cert)  # not the certificate the server presents
         opts = options(s.endpoint, oil_tags(s.node_id), security=security, reconnect_min_s=0.5, reconnect_max_s=10)
         watched = 5.0
 

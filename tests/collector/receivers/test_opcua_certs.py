@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sim_plant.servers.certs import CertFiles, make_client_cert, make_server_cert
-from tests.collector.receivers.conftest_opcua import bounded, oil_tags, options, running
+from tests.collector.receivers.conftest_opcua import bounded, client_security, oil_tags, options, running
 from tests.sim_plant.opcua.conftest import serving
 
 WATCHED_S = 5.0
@@ -38,13 +38,8 @@ def test_a_wrong_server_certificate_is_refused_and_retried_under_backoff(
     with serving(
         "oil", security=("Basic256Sha256_SignAndEncrypt",), certificate=server_cert.cert, private_key=server_cert.key
     ) as s:
-        security = {
-            "policy": "Basic256Sha256",
-            "mode": "SignAndEncrypt",
-            "certificate": str(certs["client"].cert),
-            "private_key": str(certs["client"].key),
-            "server_certificate": str(server_cert.cert),  # the very certificate the server presents: trusted
-        }
+        # The very certificate the server presents: trusted.
+        security = client_security(certs["client"], server_cert.cert)
         opts = options(s.endpoint, oil_tags(s.node_id), security=security, reconnect_min_s=0.5, reconnect_max_s=10)
 
         async def scenario() -> tuple[int, dict[str, int], int]:
