@@ -14,6 +14,8 @@ command -v amtool >/dev/null || need_apt+=(prometheus-alertmanager)  # amtool ch
 command -v npm >/dev/null || need_apt+=(npm)  # npm installs @grafana/schema + typescript for the dashboard schema check
 [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)  # a real syslog collector for the syslog alert sink
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need_apt+=(rsyslog-gnutls)  # its TLS (RFC 5425) listener
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # systemd-analyze verifies the shipped unit
+command -v curl >/dev/null || need_apt+=(curl)  # an independent TLS client for /metrics
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
