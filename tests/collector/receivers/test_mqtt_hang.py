@@ -63,7 +63,12 @@ def test_sigstopped_broker_is_down_within_the_keepalive_and_recovers_after_sigco
             os.kill(pid, signal.SIGSTOP)
             frozen = True
             stopped = time.monotonic()
-            await rx.until(lambda: not receiver.status.up, 4 * KEEPALIVE_S, "down")
+            # Down is set on paho's thread, the error count reaches the status at the next hand-off: wait for both.
+            await rx.until(
+                lambda: not receiver.status.up and receiver.status.errors["connection_lost"] >= 1,
+                4 * KEEPALIVE_S,
+                "down, and counted",
+            )
             took = time.monotonic() - stopped
             assert took <= 2 * KEEPALIVE_S + 1.0, f"hang noticed after {took:.1f} s"
             assert receiver.status.errors["connection_lost"] == 1, receiver.status.errors
