@@ -37,9 +37,11 @@ class Transition:
     score: float  # score at this tick
     peak: float  # highest score since the alert went pending
     since: float  # when the score first crossed the threshold
+    reason: str | None = None  # why, in one line, from the detector (firing and escalated only)
 
     def as_record(self) -> dict[str, object]:
-        return {
+        """The journal line; ``reason`` only when there is one, so older lines read and compare the same."""
+        record: dict[str, object] = {
             "event": self.event,
             "ts": self.ts,
             "tag": self.tag,
@@ -49,6 +51,9 @@ class Transition:
             "peak": round(self.peak, 6),
             "since": self.since,
         }
+        if self.reason is not None:
+            record["reason"] = self.reason
+        return record
 
 
 class AlertBook:

@@ -8,8 +8,9 @@ so the pipeline itself stays a pure function of its input.
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from collector.detection import build_bank
 from collector.frames import Frame, FrameAssembler
 from collector.samples import Quality, SampleBatch
 from collector.state import name_rows
+
+log = logging.getLogger("plantwatch.pipeline")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -59,6 +62,9 @@ class Pipeline:
         self.cfg = cfg
         self.tag_names = [t.name for t in cfg.tags]
         self.bank = build_bank(cfg)
+        self._tag_index = {name: j for j, name in enumerate(self.tag_names)}
+        self._detector_index = {name: d for d, name in enumerate(self.bank.names)}
+        self._explain_failed: set[int] = set()  # detectors whose explain raised (logged once each)
         a = cfg.alerting
         self.alerts = AlertBook(
             self.bank.names,
@@ -114,9 +120,39 @@ class Pipeline:
             return None
         scores = self.bank.run(frame.X, frame.ts, frame.valid)
         transitions, firing = self.alerts.update(frame.ts, scores)
+        if transitions:
+            transitions = self._explained(frame.ts, scores, transitions)
         self._observe(frame, now)
         self.view = self._make_view(float(frame.ts[-1]), scores[-1])
         return FrameResult(frame, scores, transitions, firing)
+
+    def _explained(self, ts: np.ndarray, scores: np.ndarray, transitions: list[Transition]) -> list[Transition]:
+        """Each firing or escalated transition with its detector's reason, asked once per (detector, tick).
+
+        Only alerts that start or rise are explained (a handful per block), so the cost stays off the hot
+        path; a resolved alert needs no reason.
+        """
+        wanted: dict[tuple[int, int], list[int]] = {}
+        for k, t in enumerate(transitions):
+            if t.event in ("firing", "escalated"):
+                key = (self._detector_index[t.detector], int(np.searchsorted(ts, t.ts)))
+                wanted.setdefault(key, []).append(k)
+        if not wanted:
+            return transitions
+        out = list(transitions)
+        for (d, row), ks in wanted.items():
+            tags = np.array([self._tag_index[transitions[k].tag] for k in ks], dtype=np.intp)
+            try:
+                reasons = self.bank.explain(d, row, tags, scores[row, d], self.tag_names)
+            except Exception:  # a reason is a courtesy: a detector's bug there must not stop detection
+                if d not in self._explain_failed:
+                    self._explain_failed.add(d)
+                    log.exception("detector could not explain an alert", extra={"detector": self.bank.names[d]})
+                continue
+            for k, reason in zip(ks, reasons, strict=True):
+                if reason is not None:
+                    out[k] = replace(transitions[k], reason=reason)
+        return out
 
     def _observe(self, frame: Frame, now: float) -> None:
         self.stats.ticks += len(frame)

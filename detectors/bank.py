@@ -31,6 +31,7 @@ class DetectorBank:
         self.n_tags = sizes.pop()
         self.protect_threshold = float(protect_threshold)
         self.protection = protection
+        self._rows, self._by_ticks = 0, False  # the last block run took: its ticks, and which path
 
     def run(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Scores of a block of ticks, shape (ticks, detectors, tags), float32.
@@ -40,7 +41,8 @@ class DetectorBank:
         """
         n = X.shape[0]
         scores = np.empty((n, len(self.detectors), self.n_tags), dtype=np.float32)
-        if self.protection == "own" and n > 1:
+        self._rows, self._by_ticks = n, not (self.protection == "own" and n > 1)
+        if not self._by_ticks:
             # Each detector learns from its own scores only, so it can take the block whole:
             # the same numbers as tick by tick, and a multivariate model scores the block at once.
             for j, det in enumerate(self.detectors):
@@ -61,6 +63,24 @@ class DetectorBank:
                 for j, det in enumerate(self.detectors):
                     det.update(x, t, v, v & (row[j] < self.protect_threshold))
         return scores
+
+    def explain(
+        self, detector_index: int, row: int, tags: np.ndarray, scores_row: np.ndarray, names: Sequence[str]
+    ) -> list[str | None]:
+        """Why detector ``detector_index`` scored ``tags`` as it did at ``row`` of the last block ``run`` took.
+
+        For alerts that fire or escalate, off the hot path. When a block of several ticks went tick by tick
+        (protection "any"), each detector saw its ticks one at a time, so the row is handed on counted from
+        the end (-1: the last tick); a detector that kept only its last tick explains that one, and an
+        earlier row it cannot index gets no reason rather than a wrong one.
+        """
+        det = self.detectors[detector_index]
+        if self._by_ticks and self._rows > 1:
+            row = row - self._rows
+        try:
+            return det.explain(row, tags, scores_row, names)
+        except IndexError:
+            return [None] * len(tags)
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"{d.name}.{k}": a for d in self.detectors for k, a in d.state().items()}

@@ -19,7 +19,7 @@ Scores share one scale across detectors: ``score = 1 - 2**-(stat)`` where
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -118,6 +118,10 @@ class Detector(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[DetectorParams]] = DetectorParams
     state_fields: ClassVar[tuple[str, ...]] = ()
+    tracking_fields: ClassVar[tuple[str, ...]] = ()
+    """The ``state_fields`` that follow the last sample or instant (a last value, a "held since", a running
+    CUSUM) rather than a learned statistic of the plant: a baseline fitted from a recording does not
+    replace them, or live values would be compared with a moment long gone."""
     fault: ClassVar[str]
     applies_to_discrete: ClassVar[bool] = False
     multivariate: ClassVar[bool] = False
@@ -163,6 +167,19 @@ class Detector(ABC):
     def warm(self) -> np.ndarray:
         """Which tags have finished learning enough to be scored (do not modify)."""
         return self.enabled
+
+    def explain(self, row: int, tags: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> list[str | None]:
+        """Why each of ``tags`` scored as it did at ``row`` of the block last passed to ``run`` (or
+        ``score`` + ``update``): one short line per tag, or None when there is nothing to add to the score.
+
+        ``scores`` is this detector's scores of that row, all tags; ``names`` the bank's tag names.
+        ``row`` may be negative, counted from the block's end as Python indexes (-1: its last tick).
+        Called only for alerts that fire or escalate, never on the hot path; a detector that needs
+        per-tick detail keeps small per-block arrays for it (ticks x invariants, say), never per-tag
+        per-tick Python objects. The text must be deterministic: the live daemon and a replay of what
+        it received journal identical alerts, reasons included.
+        """
+        return [None] * len(tags)
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

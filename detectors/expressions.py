@@ -182,11 +182,38 @@ def tags_of(node: Node) -> set[int]:
     return own.union(*(tags_of(a) for a in node.args))
 
 
-def evaluate(node: Node, H: np.ndarray, ts: np.ndarray, first: int) -> np.ndarray:
+def shared(roots: Sequence[Node]) -> list[Node]:
+    """The same trees with every repeated sub-expression one object, so ``evaluate``'s memo finds it by identity."""
+    seen: dict[Node, Node] = {}
+
+    def one(node: Node) -> Node:
+        args = tuple(one(a) for a in node.args)
+        node = Node(node.kind, node.value, node.tag, node.lag, args)
+        return seen.setdefault(node, node)
+
+    return [one(r) for r in roots]
+
+
+Memo = dict[tuple[int, int], np.ndarray]
+
+
+def evaluate(node: Node, H: np.ndarray, ts: np.ndarray, first: int, memo: Memo | None = None) -> np.ndarray:
     """Values for rows ``first:`` of ``H`` (rows of tag values, oldest first, ``first`` rows of history).
 
-    Missing history (NaN) gives NaN, which the caller treats as "not checkable this tick".
+    Missing history (NaN) gives NaN, which the caller treats as "not checkable this tick". With a
+    ``memo`` shared across calls on the same ``H`` and trees made by ``shared``, a sub-expression several
+    invariants hold in common (the same ``lag(TAG, N)``, ``der(TAG)`` or window) is worked out once.
     """
+    if memo is not None:
+        key = (id(node), first)
+        done = memo.get(key)
+        if done is None:
+            done = memo[key] = _evaluate(node, H, ts, first, memo)
+        return done
+    return _evaluate(node, H, ts, first, None)
+
+
+def _evaluate(node: Node, H: np.ndarray, ts: np.ndarray, first: int, memo: Memo | None) -> np.ndarray:
     k = node.kind
     rows = slice(first, None)
     if k == "num":
@@ -200,14 +227,129 @@ def evaluate(node: Node, H: np.ndarray, ts: np.ndarray, first: int) -> np.ndarra
         with np.errstate(divide="ignore", invalid="ignore"):
             return (H[rows, node.tag] - H[first - 1 : -1, node.tag]) / dt
     if k == "avg":
-        inner = evaluate(node.args[0], H, ts, first - node.lag)
-        windows = np.lib.stride_tricks.sliding_window_view(inner, node.lag + 1)
+        inner = evaluate(node.args[0], H, ts, first - node.lag, memo)
+        step = inner.strides[0]  # each tick's window as a row of a strided view, as sliding_window_view makes it
+        shape = (inner.shape[0] - node.lag, node.lag + 1)
+        windows = np.lib.stride_tricks.as_strided(inner, shape=shape, strides=(step, step), writeable=False)
         return windows.sum(axis=1) / (node.lag + 1)
-    vals = [evaluate(a, H, ts, first) for a in node.args]
+    vals = [evaluate(a, H, ts, first, memo) for a in node.args]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if k == "neg":
             return -vals[0]
         if k == "abs":
             return np.abs(vals[0])
         a, b = vals
-        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[k]
+        return _BINARY[k](a, b)
+
+
+_BINARY = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
+
+
+class Program:
+    """Many expression trees compiled into one flat list of whole-vector numpy operations, for live ticks.
+
+    ``evaluate`` walks a tree per expression and reads ``avg`` windows from the tick history, which
+    suits a block of ticks. One tick at a time, that is Python per node per invariant and a window
+    re-read per tick. Here every distinct sub-expression (the same ``lag(TAG, N)`` in ten invariants
+    is one) gets a slot of a vector; the slots are worked out level by level, one numpy operation per
+    kind of node per level, whatever the number of invariants; and each ``avg`` keeps the last values
+    of its inner expression in a buffer written twice (at ``p`` and ``p + N``), so that its window is
+    always one contiguous row. The sums are numpy's pairwise sums over the same N values in the same
+    order as ``evaluate``'s windows, so the numbers are bit for bit those of the block path.
+
+    The ``avg`` buffers are a cache of the tick history: ``rebuild`` refills them from it (after a
+    block, or a restored snapshot).
+    """
+
+    def __init__(self, roots: Sequence[Node]) -> None:
+        slot: dict[Node, int] = {}
+        level: dict[Node, int] = {}
+        nodes: list[Node] = []
+
+        def visit(node: Node) -> int:
+            if node not in slot:
+                lv = 1 + max(visit(a) for a in node.args) if node.args else 0
+                slot[node] = len(nodes)
+                level[node] = lv
+                nodes.append(node)
+            return level[node]
+
+        for root in roots:
+            visit(root)
+        self.size = len(nodes)
+        self.roots = np.array([slot[r] for r in roots], dtype=np.intp)
+        self.template = np.zeros(self.size)
+
+        def pick(kind: str) -> list[Node]:
+            return [n for n in nodes if n.kind == kind]
+
+        for n in pick("num"):
+            self.template[slot[n]] = n.value
+        self.tag_slots, self.tag_cols = self._index(slot, pick("tag"))
+        self.lag_slots, self.lag_cols = self._index(slot, pick("lag"))
+        self.lag_back = np.array([n.lag for n in pick("lag")], dtype=np.intp)
+        self.der_slots, self.der_cols = self._index(slot, pick("der"))
+        # One operation per (level, kind), and per window length for avg: (kind, out, a, b, window).
+        self.ops: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, int]] = []
+        self.windows: list[tuple[int, list[Node], np.ndarray]] = []  # (N, inner nodes, buffer (K, 2N))
+        for lv in range(1, max(level.values(), default=0) + 1):
+            here = [n for n in nodes if level[n] == lv]
+            for kind in ("neg", "abs", "+", "-", "*", "/"):
+                group = [n for n in here if n.kind == kind]
+                if group:
+                    out = np.array([slot[n] for n in group], dtype=np.intp)
+                    a = np.array([slot[n.args[0]] for n in group], dtype=np.intp)
+                    b = np.array([slot[n.args[1]] for n in group], dtype=np.intp) if len(group[0].args) > 1 else None
+                    self.ops.append((kind, out, a, b, -1))
+            for width in sorted({n.lag + 1 for n in here if n.kind == "avg"}):
+                group = [n for n in here if n.kind == "avg" and n.lag + 1 == width]
+                out = np.array([slot[n] for n in group], dtype=np.intp)
+                inner = np.array([slot[n.args[0]] for n in group], dtype=np.intp)
+                self.ops.append(("avg", out, inner, None, len(self.windows)))
+                self.windows.append((width, [n.args[0] for n in group], np.full((len(group), 2 * width), np.nan)))
+
+    @staticmethod
+    def _index(slot: dict[Node, int], group: list[Node]) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.array([slot[n] for n in group], dtype=np.intp),
+            np.array([n.tag for n in group], dtype=np.intp),
+        )
+
+    def rebuild(self, H: np.ndarray, ts: np.ndarray, tick: int) -> None:
+        """Refill the ``avg`` buffers from the tick history ``H``/``ts`` (oldest first, the ticks before
+        ``tick``), so the next ``run(..., tick)`` sees the windows ``evaluate`` would."""
+        depth = H.shape[0]
+        memo: Memo = {}
+        for width, inner, buffer in self.windows:
+            buffer.fill(np.nan)
+            if width > 1:
+                vals = np.stack([evaluate(n, H, ts, depth - (width - 1), memo) for n in inner])
+                cols = (tick - np.arange(width - 1, 0, -1)) % width
+                buffer[:, cols] = vals
+                buffer[:, cols + width] = vals
+
+    def run(self, x: np.ndarray, ts: float, H: np.ndarray, prev_ts: float, tick: int) -> np.ndarray:
+        """Every slot's value at one tick: ``x`` the tags' values now, ``H`` the history before it (oldest
+        first, as ``evaluate`` reads it), ``prev_ts`` the last tick's time; ``tick`` counts the ticks
+        (the ``avg`` buffers are written at ``tick``'s place, which only the tick itself reads from now on)."""
+        V = self.template.copy()
+        depth = H.shape[0]
+        V[self.tag_slots] = x[self.tag_cols]
+        if self.lag_slots.size:
+            V[self.lag_slots] = H[depth - self.lag_back, self.lag_cols]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.der_slots.size:
+                V[self.der_slots] = (x[self.der_cols] - H[depth - 1, self.der_cols]) / (ts - prev_ts)
+            for kind, out, a, b, window in self.ops:
+                if kind == "avg":
+                    width, _, buffer = self.windows[window]
+                    p = tick % width
+                    buffer[:, p] = buffer[:, p + width] = V[a]
+                    V[out] = buffer[:, p + 1 : p + width + 1].sum(axis=1) / width
+                elif kind == "neg":
+                    V[out] = -V[a]
+                elif kind == "abs":
+                    V[out] = np.abs(V[a])
+                else:
+                    V[out] = _BINARY[kind](V[a], V[b])
+        return V

@@ -61,7 +61,7 @@ def _step_cells(s: dict[str, Any]) -> list[str]:
         duration(s["duration_s"]),
         verdict,
         duration(s["time_to_detect_s"]),
-        s["first_alert"] or "",
+        (s["first_alert"] or "") + (f": {s['first_alert_reason']}" if s.get("first_alert_reason") else ""),
         ", ".join(s["detectors"]),
         ", ".join(s["tags"][:8]) + (f" (+{len(s['tags']) - 8})" if len(s["tags"]) > 8 else ""),
     ]

@@ -177,6 +177,7 @@ def build(result: ReplayResult, recording_label: str | None = None) -> dict[str,
     }
     if card is not None:
         values = metric_values(card)
+        reasons = {(t.detector, t.tag, t.ts): t.reason for t in trace.transitions if t.event == "firing" and t.reason}
         doc["grace_s"] = card.grace_s
         doc["scored_from"] = iso(card.score_from) if card.score_from is not None else None
         doc["metrics"] = [
@@ -198,6 +199,7 @@ def build(result: ReplayResult, recording_label: str | None = None) -> dict[str,
                 "first_alert": None
                 if s.first_alert is None
                 else f"{s.first_alert.detector} on {s.first_alert.tag} ({s.first_alert.severity})",
+                "first_alert_reason": None if s.first_alert is None else reasons.get(_alert_key(s.first_alert)),
                 "detectors": s.detectors,
                 "tags": s.tags,
                 "alerts": s.alerts,
@@ -209,6 +211,11 @@ def build(result: ReplayResult, recording_label: str | None = None) -> dict[str,
     doc["signals_not_plotted"] = max(0, candidates - len(chosen))
     doc["timeline"] = timeline_rows(result, t0)
     return doc
+
+
+def _alert_key(alert: Any) -> tuple[str, str, float]:
+    """An alert episode's firing transition, as (detector, tag, tick)."""
+    return (alert.detector, alert.tag, alert.start)
 
 
 def timeline_rows(result: ReplayResult, t0: float) -> list[dict[str, Any]]:
@@ -231,7 +238,8 @@ def timeline_rows(result: ReplayResult, t0: float) -> list[dict[str, Any]]:
                 2,
                 {
                     "event": f"alert {t.event}",
-                    "what": f"{t.detector} on {t.tag} ({t.severity}, score {t.score:.2f})",
+                    "what": f"{t.detector} on {t.tag} ({t.severity}, score {t.score:.2f})"
+                    + (f": {t.reason}" if t.reason else ""),
                     "verdict": verdict,
                 },
             )

@@ -24,7 +24,7 @@ from collector.sinks.options import SyslogSinkConfig
 
 SD_ID = "plantwatch@32473"
 APP_NAME = "plantwatch"
-SD_FIELDS = ("site", "seq", "event", "tag", "detector", "severity", "score", "peak", "since", "description")
+SD_FIELDS = ("site", "seq", "event", "tag", "detector", "severity", "score", "peak", "since", "description", "reason")
 NOTICE, WARNING, CRITICAL = 5, 4, 2  # syslog severities
 
 
@@ -107,6 +107,8 @@ def cef_body(alert: Alert, order: Sequence[str], hostname: str) -> str:
     ]
     if isinstance(alert.get("since"), float | int) and alert.get("since") == alert.get("since"):
         ext.append(("start", ms("since")))
+    if alert.get("reason"):  # why the detector scored it so: which invariant broke, which tags moved the model
+        ext += [("cs5Label", "reason"), ("cs5", alert.get("reason"))]
     if alert.get("description"):
         ext.append(("msg", alert.get("description")))
     return head + "|" + " ".join(f"{k}={cef_value(v)}" for k, v in ext)

@@ -106,6 +106,9 @@ def rsyslog(tmp_path: Path) -> Iterator[Callable[..., Rsyslog]]:
         server.stop()
 
 
+REASON = "invariant tk101_mass_balance: residual +6.1 sd (CUSUM 2.3x limit) = broken"
+
+
 def alert(seq: int, event: str = "firing", severity: str = "critical", **extra: Any) -> dict[str, Any]:
     return {
         "seq": seq,
@@ -141,7 +144,7 @@ def test_rsyslog_parses_header_structured_data_and_json_body(rsyslog, transport:
     kind = "imudp" if transport == "udp" else "imtcp"
     server = rsyslog(f'module(load="{kind}")\ninput(type="{kind}" address="127.0.0.1" port="{port}")')
     server.wait_listening(port)
-    alerts = [alert(1), alert(2, "resolved", "warning"), alert(3, "escalated")]
+    alerts = [alert(1), alert(2, "resolved", "warning"), alert(3, "escalated", reason=REASON)]
     run_sink(sink(port=port, transport=transport, format="json"), alerts)
 
     got = server.messages(3)
@@ -155,6 +158,7 @@ def test_rsyslog_parses_header_structured_data_and_json_body(rsyslog, transport:
         assert sd["tag"] == "TK101.LEVEL" and sd["seq"] == str(sent["seq"]) and sd["site"] == "tank-farm"
         assert sd["description"] == NASTY.replace("\n", "#012")  # rsyslog's escape for a control character
         assert json.loads(msg["msg"]) == sent
+        assert sd.get("reason") == sent.get("reason"), "the reason travels in the structured data too"
     assert [m["severity"] for m in got] == [2, 5, 2]  # crit, notice for a resolution, crit
 
 
@@ -216,7 +220,7 @@ def test_cef_body_escapes_as_the_standard_says(rsyslog) -> None:
     port = free_port()
     server = rsyslog(f'module(load="imudp")\ninput(type="imudp" address="127.0.0.1" port="{port}")')
     server.wait_listening(port, udp=True)
-    run_sink(sink(port=port, transport="udp", format="cef"), [alert(7), alert(8, "resolved", "warning")])
+    run_sink(sink(port=port, transport="udp", format="cef"), [alert(7, reason=REASON), alert(8, "resolved", "warning")])
     got = server.messages(2)
     assert len(got) == 2
     body = got[0]["msg"]
@@ -226,6 +230,8 @@ def test_cef_body_escapes_as_the_standard_says(rsyslog) -> None:
     head, ext = parse_cef(body)
     assert head == ["CEF:0", "plantwatch", "plantwatch", head[3], "ewma:firing", "TK101.LEVEL firing (ewma)", "10"]
     assert ext["msg"] == NASTY
+    assert (ext["cs5Label"], ext["cs5"]) == ("reason", REASON)
+    assert "cs5" not in parse_cef(got[1]["msg"])[1], "no reason, no field"
     assert (ext["cs1Label"], ext["cs1"], ext["cn1"], ext["act"]) == ("tag", "TK101.LEVEL", "7", "firing")
     assert ext["rt"] == str(round((1_790_000_000.25 + 7) * 1000))
     assert parse_cef(got[1]["msg"])[0][6] == "1"  # a resolution is low severity

@@ -91,9 +91,11 @@ def receiver(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def alert(seq: int, severity: str = "critical") -> dict[str, Any]:
+    """An alert; every fifth says why, as an invariant's does (the others, like the journal's older lines, do not)."""
+    why = {"reason": f"invariant pt101_balance: residual +{seq}.0 sd (CUSUM 2.0x limit)"} if seq % 5 == 0 else {}
     return {"seq": seq, "event": "firing", "ts": 1_790_000_000.0 + seq, "tag": "PT101.PRESSURE",
-            "detector": "ewma", "severity": severity, "score": 0.9, "peak": 0.9, "since": 1_789_999_990.0,
-            "site": "tank-farm"}  # fmt: skip
+            "detector": "invariant", "severity": severity, "score": 0.9, "peak": 0.9, "since": 1_789_999_990.0,
+            "site": "tank-farm", **why}  # fmt: skip
 
 
 def make_sink(receiver: Receiver, spool_dir: Path, **options: Any) -> WebhookSink:
@@ -140,6 +142,8 @@ def test_receiver_down_and_plantwatch_restarted_loses_and_duplicates_nothing(
     keys = [r["key"] for r in got]
     assert keys == [f"tank-farm:{seq}" for seq in range(1, 56)]  # each alert once, in journal order
     assert [r["alert"]["seq"] for r in got] == list(range(1, 56))
+    sent = [{k: v for k, v in r["alert"].items() if k != "written"} for r in got]
+    assert sent == [alert(seq) for seq in range(1, 56)], "reasons too, through the spool and the journal"
     assert {r["auth"] for r in got} == {"Bearer s3cret-token"}
     assert {r["type"] for r in got} == {"application/json"}
     assert not Spool(spool_dir, "soc-hook", 100).pending  # nothing owed any more
