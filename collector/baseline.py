@@ -41,6 +41,7 @@ import numpy as np
 from collector.audit import utc_stamp
 from collector.config import ConfigError, PlantConfig
 from collector.state import name_rows, npz_bytes, read_npz, write_atomic
+from detectors import Detector, DetectorBank
 
 if TYPE_CHECKING:
     from collector.audit import AuditTrail
@@ -57,20 +58,28 @@ DRIFT_REVIEW = 3.0  # |trend| in residual sd over the recording from which `show
 
 # State that follows the last sample or the last instant rather than a learned statistic of the
 # plant: restoring it from a recording would compare live values with a moment long gone (a stale
-# "last seen", a flat-line "held since" months ago), so a baseline leaves these as they stand.
-TRACKING_FIELDS = frozenset(
-    {
-        "stale.last_seen",
-        "flatline.held_x",
-        "flatline.held_since",
-        "rate.prev_x",
-        "rate.prev_ts",
-        "cusum.s_hi",
-        "cusum.s_lo",
-        "replay.prev_x",
-        "replay.since_match",
-    }
-)
+# "last seen", a flat-line "held since" months ago), so a baseline leaves these as they stand. Each
+# detector names its own in ``tracking_fields``; this fallback covers a detector class that does not
+# declare them yet (by detector name), so moving the list onto the detectors changed nothing.
+FALLBACK_TRACKING: dict[str, tuple[str, ...]] = {
+    "stale": ("last_seen",),
+    "flatline": ("held_x", "held_since"),
+    "rate": ("prev_x", "prev_ts"),
+    "cusum": ("s_hi", "s_lo"),
+    "replay": ("prev_x", "since_match"),
+}
+
+
+def tracking_fields(bank: DetectorBank) -> frozenset[str]:
+    """The bank's state keys (``detector.field``) a baseline restore leaves as the snapshot had them."""
+    keys: set[str] = set()
+    for det in bank.detectors:
+        declared = any("tracking_fields" in vars(cls) for cls in type(det).__mro__ if cls is not Detector)
+        fields = det.tracking_fields if declared else FALLBACK_TRACKING.get(det.name, ())
+        keys.update(f"{det.name}.{f}" for f in fields)
+    return frozenset(keys)
+
+
 # Detectors whose mean and variance arrays are a per-tag baseline an engineer can read, in order of preference.
 MEAN_VAR_DETECTORS = ("ewma", "cusum")
 
@@ -394,7 +403,7 @@ def restore_active(runner: Runner, state_dir: Path, audit: AuditTrail | None = N
     An active baseline that cannot be applied is logged and, with ``audit``, recorded as
     ``baseline_refused``: the engineer meant it, so its absence must be visible.
     Detector state is matched by tag and detector name, as the snapshot restore does; the
-    tracking fields (``TRACKING_FIELDS``) and the alert state stay as the snapshot left them.
+    tracking fields (each detector's ``tracking_fields``) and the alert state stay as the snapshot left them.
     """
     store = BaselineStore(state_dir)
     try:
@@ -425,7 +434,7 @@ def restore_active(runner: Runner, state_dir: Path, audit: AuditTrail | None = N
     header = {"tags": meta.get("tags", []), "detectors": meta.get("detectors", [])}  # no tick: live time goes on
     pipeline.restore(arrays, header)
     after = pipeline.bank.state()
-    for key in TRACKING_FIELDS & before.keys():
+    for key in tracking_fields(pipeline.bank) & before.keys():
         after[key] = before[key]
     pipeline.bank.load_state(after)
     runner.snapshot_meta["baseline_activation"] = pointer.activation

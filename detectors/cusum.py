@@ -45,6 +45,7 @@ class CusumDetector(SpeculativeBlocks, LearnedBaseline, Detector):
     name: ClassVar[str] = "cusum"
     Params: ClassVar[type[DetectorParams]] = CusumParams
     state_fields: ClassVar[tuple[str, ...]] = ("mean", "var", "count", "s_hi", "s_lo")
+    tracking_fields: ClassVar[tuple[str, ...]] = ("s_hi", "s_lo")
     fault: ClassVar[str] = "drift"
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:

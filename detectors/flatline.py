@@ -35,6 +35,7 @@ class FlatlineDetector(Detector):
     name: ClassVar[str] = "flatline"
     Params: ClassVar[type[DetectorParams]] = FlatlineParams
     state_fields: ClassVar[tuple[str, ...]] = ("held_x", "held_since")
+    tracking_fields: ClassVar[tuple[str, ...]] = ("held_x", "held_since")
     fault: ClassVar[str] = "freeze"
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:

@@ -42,6 +42,7 @@ class RateDetector(SpeculativeBlocks, SettlingWeight, WarmupByCount, Detector):
     name: ClassVar[str] = "rate"
     Params: ClassVar[type[DetectorParams]] = RateParams
     state_fields: ClassVar[tuple[str, ...]] = ("prev_x", "prev_ts", "mean_rate", "count")
+    tracking_fields: ClassVar[tuple[str, ...]] = ("prev_x", "prev_ts")
     fault: ClassVar[str] = "spike"
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:

@@ -101,6 +101,7 @@ class ReplayWatchDetector(Detector):
         "since_match",
         "matches",
     )
+    tracking_fields: ClassVar[tuple[str, ...]] = ("prev_x", "since_match")
     fault: ClassVar[str] = "replay"
     # The suite's gappy stream (a sample lost every 17 ticks) leaves few gap-free windows, and its
     # replay is only 150 ticks back: fingerprints every 2 ticks there, every 8 (13 minutes of

@@ -35,6 +35,7 @@ class StaleDetector(Detector):
     name: ClassVar[str] = "stale"
     Params: ClassVar[type[DetectorParams]] = StaleParams
     state_fields: ClassVar[tuple[str, ...]] = ("last_seen",)
+    tracking_fields: ClassVar[tuple[str, ...]] = ("last_seen",)
     fault: ClassVar[str] = "dropout"
     applies_to_discrete: ClassVar[bool] = True
 
