@@ -22,7 +22,7 @@ from typing import Annotated, ClassVar
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, to_score
+from detectors.base import BLOCK_PATH_MAX_TAGS, Detector, DetectorParams, TagLimits, carried, last_valid, to_score
 
 
 class CommandWatchParams(DetectorParams):
@@ -36,8 +36,10 @@ class CommandWatchDetector(Detector):
     name: ClassVar[str] = "command"
     Params: ClassVar[type[DetectorParams]] = CommandWatchParams
     state_fields: ClassVar[tuple[str, ...]] = ("last_x", "recent", "recent_ts")
+    tracking_fields: ClassVar[tuple[str, ...]] = state_fields  # the recent changes: nothing here is a baseline
     fault: ClassVar[str] = "spike"
     applies_to_discrete: ClassVar[bool] = True
+    block_path_max_tags: ClassVar[int | None] = BLOCK_PATH_MAX_TAGS
     # The suite's tags are noisy measurements (a change every tick, up to 10 sd): only its +25 sd
     # spikes must count as commands, and its fault window is 200 ticks long.
     suite_settings: ClassVar[dict[str, float]] = {"deadband": 12.0, "window_s": 60.0}
@@ -81,3 +83,40 @@ class CommandWatchDetector(Detector):
         self.recent = np.where(self.enabled, count, self.recent)
         self.recent_ts = np.where(self.enabled, ts, self.recent_ts)
         self.last_x = np.where(valid & self.enabled & np.isfinite(x), x, self.last_x)
+
+    def _run_block(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, protect_threshold: float) -> np.ndarray:
+        """A block at once: what it learns does not depend on its scores, so nothing needs guessing.
+
+        The last good value before each tick is carried along the block, the changes and decays are
+        whole-block operations, and the decayed count ``count * decay + changed`` runs as cumulative
+        products between the ticks where some tag changed (one row operation at each of those): the
+        very multiplications and additions, in the order the tick-by-tick path does them.
+        """
+        n, n_tags = X.shape
+        self._tick = None
+        if n == 0:
+            return np.empty(X.shape)
+        good = valid & self.enabled
+        kept = good & np.isfinite(X)
+        upto = last_valid(kept)
+        before = np.vstack([np.full((1, n_tags), -1, dtype=upto.dtype), upto[:-1]])
+        with np.errstate(invalid="ignore", over="ignore"):
+            changed = good & (np.abs(X - carried(self.last_x, X, before)) > self._deadband)
+            age = np.empty((n, n_tags))
+            age[0] = np.where(np.isfinite(self.recent_ts), ts[0] - self.recent_ts, 0.0)
+            age[1:] = (ts[1:] - ts[:-1])[:, None]  # an enabled tag's count was last moved at the tick before
+            decay = np.exp(-np.maximum(age, 0.0) / self._window)
+        count = np.empty((n, n_tags))
+        prev, start = self.recent, 0
+        for row in [*np.flatnonzero(changed.any(axis=1)).tolist(), n]:
+            if row > start:
+                count[start:row] = np.multiply.accumulate(np.vstack([prev, decay[start:row]]), axis=0)[1:]
+                prev = count[row - 1]
+            if row < n:
+                count[row] = prev * decay[row] + changed[row]
+                prev, start = count[row], row + 1
+        stat = np.where(good, count * self._per_change, 0.0)
+        self.recent = np.where(self.enabled, count[-1], self.recent)
+        self.recent_ts = np.where(self.enabled, ts[-1], self.recent_ts)
+        self.last_x = carried(self.last_x, X, upto[-1:])[0]
+        return to_score(stat, out=stat)

@@ -17,7 +17,7 @@ from detectors.base import BLOCK_PATH_MAX_TAGS
 from detectors.checks import build, fault_stream
 
 THRESHOLD = 0.5
-PER_TAG = ("limits", "rate", "ewma", "cusum", "flatline", "stale")
+PER_TAG = ("limits", "rate", "ewma", "cusum", "flatline", "stale", "command")
 SPLITS = (1, 7, 64, 10_000)
 
 
@@ -94,6 +94,8 @@ def test_blocks_equal_ticks_bit_for_bit(name: str, size: int) -> None:
         ("flatline", {"tolerance": 0.05}),  # goes tick by tick; must still agree
         ("flatline", {"after_s": np.linspace(1.0, 60.0, 8)}),
         ("stale", {"after_s": np.linspace(1.0, 60.0, 8)}),
+        ("command", {"deadband": np.r_[np.zeros(4), np.full(4, 5.0)], "window_s": np.linspace(5.0, 900.0, 8)}),
+        ("command", {"enabled": np.r_[np.ones(4), np.zeros(4)], "deadband": 0.0}),
     ],
     ids=lambda v: v if isinstance(v, str) else "-".join(v),
 )
