@@ -52,16 +52,20 @@ class DetectorBank:
         for i in range(n):
             x, t, v = X[i], float(ts[i]), valid[i]
             row = scores[i]
-            for j, det in enumerate(self.detectors):
-                row[j] = det.score(x, t, v)
             if self.protection == "any":
+                for j, det in enumerate(self.detectors):
+                    row[j] = det.score(x, t, v)
                 np.max(row, axis=0, out=worst)
                 learn = v & (worst < self.protect_threshold)
                 for det in self.detectors:
                     det.update(x, t, v, learn)
             else:
+                # The float64 score decides, as in the detector's own block path: a score a hair under the
+                # threshold must be learned live exactly as it is in a replay, not rounded to float32 first.
                 for j, det in enumerate(self.detectors):
-                    det.update(x, t, v, v & (row[j] < self.protect_threshold))
+                    s = det.score(x, t, v)
+                    row[j] = s
+                    det.update(x, t, v, v & (s < self.protect_threshold))
         return scores
 
     def explain(
