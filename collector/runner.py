@@ -205,10 +205,10 @@ class Runner:
             if self.audit is not None:
                 self.audit.alert_transitions(records)
             for t in result.transitions:
-                log.info(
-                    f"alert {t.event}",
-                    extra={"tag": t.tag, "detector": t.detector, "severity": t.severity, "score": round(t.score, 3)},
-                )
+                fields = {"tag": t.tag, "detector": t.detector, "severity": t.severity, "score": round(t.score, 3)}
+                if t.reason is not None:
+                    fields["reason"] = t.reason
+                log.info(f"alert {t.event}", extra=fields)
         if self.on_frame is not None:
             self.on_frame(result)
 
