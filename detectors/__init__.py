@@ -10,6 +10,7 @@ from detectors.command_watch import CommandWatchDetector
 from detectors.cusum import CusumDetector
 from detectors.ewma import EwmaDetector
 from detectors.flatline import FlatlineDetector
+from detectors.iforest import IforestDetector
 from detectors.limits import LimitDetector
 from detectors.pca import PcaDetector
 from detectors.rate import RateDetector
@@ -26,6 +27,7 @@ DETECTORS: dict[str, type[Detector]] = {
         FlatlineDetector,
         StaleDetector,
         PcaDetector,
+        IforestDetector,
         ReplayWatchDetector,
         CommandWatchDetector,
     )
