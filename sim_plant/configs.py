@@ -72,11 +72,25 @@ def detector_settings(tags: tuple[TagSpec, ...]) -> dict[str, Any]:
     floor and opens in bursts (a makeup line) has no Gaussian baseline for
     ewma to learn, and its short bursts from a clipped controller output repeat
     closely enough to look replayed; limits and rate watch it.
+
+    The PCA model is one per plant area (a unit), across the protocols its tags come over: the
+    relations worth watching (a pump's speed against its flow and power, a valve against the flow
+    it passes) join a PLC's outputs to the transmitters. Setpoints stay out of it: they are the
+    operators' inputs, not the process, and the command watch counts their changes.
     """
     overrides: list[dict[str, Any]] = []
+    for number, area in enumerate(dict.fromkeys(t.area for t in tags), start=1):
+        overrides.append({"tags": [t.name for t in tags if t.area == area], "pca": {"group": number}})
     setpoints = [t.name for t in tags if t.role == "setpoint"]
     if setpoints:
-        overrides.append({"tags": setpoints, "flatline": {"enabled": False}, "command": {"enabled": True}})
+        overrides.append(
+            {
+                "tags": setpoints,
+                "flatline": {"enabled": False},
+                "command": {"enabled": True},
+                "pca": {"enabled": False},
+            }
+        )
     statuses = [t.name for t in tags if t.role == "status"]
     if statuses:  # a pump started or stopped, a switch that trips: a few times a day, not every few minutes
         overrides.append({"tags": statuses, "command": {"enabled": True, "deadband": 0.5}})

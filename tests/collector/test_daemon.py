@@ -40,7 +40,8 @@ def test_run_exposes_alerts_then_stops_cleanly_on_sigterm(tmp_path: Path, daemon
     daemon = Daemon(config, tmp_path / "daemon.log")
     daemons.append(daemon)
 
-    text = daemon.wait_for(listen, lambda t: firing_count(t) >= 3, timeout=40)
+    # Four firings: the three faults, and the PCA model on the spoofed pressure too.
+    text = daemon.wait_for(listen, lambda t: firing_count(t) >= 4, timeout=40)
 
     # The spoofed discharge pressure fired on the z-score, and the per-(tag, detector) series are there.
     assert sample_value(text, "plantwatch_anomaly_score", tag="PT101.PRESSURE", detector="ewma") is not None
@@ -68,6 +69,7 @@ def test_run_exposes_alerts_then_stops_cleanly_on_sigterm(tmp_path: Path, daemon
     records = journal_records(state)
     fired = {(r["tag"], r["detector"]) for r in records if r["event"] == "firing"}
     assert ("PT101.PRESSURE", "ewma") in fired
+    assert ("PT101.PRESSURE", "pca") in fired  # it broke its relation to the pump: the model names it
     assert ("TT101.TEMP", "flatline") in fired
     assert ("FT101.FLOW_IN", "stale") in fired
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
@@ -114,6 +116,16 @@ def test_kill9_keeps_journal_whole_and_restart_restores_baseline(tmp_path: Path,
 
 def test_live_daemon_and_replay_give_identical_alerts(tmp_path: Path, daemons: list[Daemon]) -> None:
     config, doc = demo_config(tmp_path, speed=150.0, loop=False, rebase=False)
+    # Two relations the demo's faults break, so that alerts carry their detector's reason too.
+    doc["invariants"] = [
+        {
+            "name": "tk101_flow_balance",
+            "expression": "(TK101.LEVEL - lag(TK101.LEVEL, 60)) * 3600 / 60 - avg(FT101.FLOW_IN - FT102.FLOW_OUT, 60)",
+            "warmup": 300,
+        },
+        {"name": "p101_speed_vs_pressure", "expression": "PT101.PRESSURE - 0.1 * P101.SPEED", "warmup": 300},
+    ]
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
     listen = doc["exporter"]["listen"]
     daemon = Daemon(config, tmp_path / "daemon.log")
     daemons.append(daemon)
@@ -141,9 +153,12 @@ def test_live_daemon_and_replay_give_identical_alerts(tmp_path: Path, daemons: l
     assert result.returncode == 0, result.stderr
 
     def verdicts(records: list[dict[str, object]]) -> list[tuple[object, ...]]:
-        return [(r["event"], r["ts"], r["tag"], r["detector"], r["severity"], r["score"]) for r in records]
+        return [
+            (r["event"], r["ts"], r["tag"], r["detector"], r["severity"], r["score"], r.get("reason")) for r in records
+        ]
 
     live = verdicts(journal_records(tmp_path / "state"))
     replayed = verdicts(list(read_journal(out / "alerts.jsonl")))
     assert live, "the live run raised no alert"
+    assert any(v[3] == "invariant" and v[6] and "invariant tk101_flow_balance" in v[6] for v in live), live
     assert live == replayed

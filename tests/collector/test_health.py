@@ -92,7 +92,7 @@ def test_readyz_waits_for_every_source_to_connect_once(tmp_path: Path, daemons: 
         detectors = ready["detectors"]
         assert isinstance(detectors, dict)
         assert detectors["limits"] == "warm"  # nothing to learn
-        assert detectors["pca"] == "off"  # off by default: not "learning" for ever
+        assert detectors["pca"] == "learning (0/3 tags warm)"  # on by default, a 20-minute warm-up to go
         assert detectors["ewma"] == "warm" or detectors["ewma"].startswith("learning (")
         assert sample_value(scrape(listen), "plantwatch_source_up", source="oil-plc") == 1.0
     finally:

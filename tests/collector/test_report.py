@@ -70,11 +70,12 @@ def test_json_and_markdown_carry_the_same_figures(demo_report: Path) -> None:
     assert [m["key"] for m in doc["metrics"]] == [k for k, _, _ in METRICS]
     assert [s["id"] for s in doc["steps"]] == ["event 1", "event 2", "event 3"]
     assert all(s["detected"] for s in doc["steps"])
-    assert doc["steps"][0]["detectors"] == ["ewma"] and doc["steps"][0]["time_to_detect_s"] == 5.0
+    # the spoofed pressure: the z-score and the PCA model (it stopped following the pump)
+    assert doc["steps"][0]["detectors"] == ["ewma", "pca"] and doc["steps"][0]["time_to_detect_s"] == 5.0
     for m in doc["metrics"]:
         assert f"| {m['name']} | {m['shown']} |" in md
     events = [r["event"] for r in doc["timeline"]]
-    assert events[0] == "step starts" and events.count("alert firing") == 3
+    assert events[0] == "step starts" and events.count("alert firing") == 4  # ewma and pca on the first event
     assert [r["elapsed_s"] for r in doc["timeline"]] == sorted(r["elapsed_s"] for r in doc["timeline"])
     assert doc["signals"][:3] == ["PT101.PRESSURE", "TT101.TEMP", "FT101.FLOW_IN"]
 

@@ -4,13 +4,15 @@ and learning modes an attacker cannot poison."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from collector.config import parse_config
+from collector.config import load_config, parse_config
 from collector.detection import build_bank, detector_params
+from collector.replay import replay
 from detectors import DETECTORS, TagLimits
 from detectors.pca import PcaDetector
 
@@ -45,7 +47,7 @@ def test_broken_relation_inside_every_range_is_caught_and_named() -> None:
     X = unit_process(4000)
     spoof = slice(3000, 3300)
     X[spoof, 2] = X[spoof, 2].mean() - (X[spoof, 2] - X[spoof, 2].mean())  # the same swings, mirrored
-    det = pca()
+    det = pca(calibration=1.0, smoothing=1.0)  # what the model sees at its analytic limits, tick by tick
     scores = det.run(X, ticks(len(X)))
     ewma = DETECTORS["ewma"].from_defaults(TagLimits.unknown(4)).run(X, ticks(len(X)))
     assert (ewma[spoof] >= 0.5).mean() < 0.02, "the univariate z-score should not see this"
@@ -130,7 +132,7 @@ def test_slow_ramp_does_not_drag_the_protected_baseline() -> None:
     # frozen never moves at all after its warm-up
     frozen = pca(mode="frozen")
     frozen.run(X, ticks(len(X)))
-    assert frozen.fitted[0] == 300
+    assert frozen.fitted[0] == frozen.params["warmup"][0]
 
 
 def test_groups_default_to_one_model_per_source_and_follow_overrides(tmp_path: Path) -> None:
@@ -162,8 +164,8 @@ def test_big_groups_are_split(size: int) -> None:
 
 
 def test_switched_off_everywhere_scores_nothing() -> None:
-    """The default: no tag enabled, no group, zeros (and no error) live and in blocks."""
-    det = PcaDetector.from_defaults(TagLimits.unknown(3))
+    """Switched off on every tag: no group, zeros (and no error) live and in blocks."""
+    det = PcaDetector.from_defaults(TagLimits.unknown(3), enabled=False)
     X = unit_process(50)[:, :3]
     assert not det.groups
     assert (det.run(X, ticks(50)) == 0).all()
@@ -171,3 +173,69 @@ def test_switched_off_everywhere_scores_nothing() -> None:
     assert (det.score(X[0], 0.0, v) == 0).all()
     det.update(X[0], 0.0, v, v)
     assert det.state_nbytes() == sum(a.nbytes for a in det.state().values())
+
+
+def test_explain_names_the_tag_that_broke_the_relation() -> None:
+    """A bias on one tag, inside its range, breaks its relation to the load: the model keeps flagging
+    it (it is not learned away), and the reason gives the group's T² and Q over their limits and names
+    that tag first, with its share."""
+    X = unit_process(3300, seed=5)
+    X[3000:, 1] += 1.5  # a few sd of noise, well inside the load's swing
+    names = ["FT101.FLOW", "FT102.FLOW", "PT101.PRESSURE", "P101.POWER"]
+    det = pca()
+    det.run(X[:3000], ticks(3000))
+    learned = det.fit_mean[0].copy()
+    scores = det.run(X[3000:], ticks(300) + 3000.0)  # explain's rows are this block's
+    flagged = np.flatnonzero(scores.max(axis=1) >= 0.5)
+    assert flagged.size > 200
+    assert abs(det.fit_mean[0, 1] - learned[1]) < 0.1, "only ticks well inside the limits teach the model"
+    row = int(flagged[0])
+    reasons = det.explain(row, np.arange(4), scores[row], names)
+    assert len(set(reasons)) == 1  # one model, one reason for each of its tags
+    reason = reasons[0]
+    assert reason is not None and reason.startswith("pca model of source 0 "), reason
+    assert det._detail is not None
+    t2, q = det._detail.ratios[row, 0]
+    assert q > 1.0 > t2
+    assert f"x limit (T2 {t2:.1f}x, Q {q:.1f}x at this tick); FT102.FLOW " in reason
+    assert int(reason.split("FT102.FLOW ")[1].split(" %")[0]) > 50
+    # the same words when the ticks come one by one, as live (the daemon and replay agree)
+    live = pca()
+    valid = np.ones(4, dtype=bool)
+    for i in range(3000 + row + 1):
+        s = live.score(X[i], float(i), valid)
+        live.update(X[i], float(i), valid, s < 0.5)
+    assert live.explain(0, np.arange(4), s, names) == reasons
+    # a model still warming up explains nothing
+    assert pca().explain(0, np.arange(4), np.zeros(4), names) == [None] * 4
+
+
+def test_replayed_alert_says_which_tag_broke_the_relation(tmp_path: Path) -> None:
+    """Through the daemon's replay path: the demo's spoofed discharge pressure (inside its range,
+    no longer following the pump) fires a PCA alert whose journaled reason names it first."""
+    result = replay(load_config(ROOT / "config" / "demo.yaml"), RECORDING, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    fired = [r for r in records if r["detector"] == "pca" and r["event"] == "firing"]
+    assert [r["tag"] for r in fired] == ["PT101.PRESSURE"], fired
+    reason = fired[0]["reason"]
+    assert reason.startswith("pca model of source 0 ") and "x limit (T2 " in reason, reason
+    assert reason.split("; ")[1].startswith("PT101.PRESSURE "), reason
+    card = result.scorecard
+    assert card is not None and "pca" in card.steps[0].detectors
+
+
+def test_a_healthy_plant_raises_no_pca_alert_with_the_defaults(tmp_path: Path) -> None:
+    """Three hours of the simulated reactor, its operating point wandering as it does (feed and
+    coolant temperatures over half an hour, the feed header by the minute), through its shipped
+    config: the model warms up, keeps learning, and raises nothing. The detector's default off-switch
+    came from exactly this plant's false alerts."""
+    from sim_plant.plants import PLANTS
+    from sim_plant.record import record
+
+    cfg = load_config(ROOT / "config" / "chemical.yaml")
+    assert build_bank(cfg).enabled_tags()["pca"] == 13  # every analog tag but the three setpoints
+    recording = record(PLANTS["chemical"](seed=2), 3 * 3600, tmp_path / "healthy.csv")
+    result = replay(cfg, recording, tmp_path / "out", progress=False)
+    pca_alerts = [t for t in result.trace.transitions if t.detector == "pca"]
+    assert pca_alerts == []
+    assert result.trace.worst.max() < 0.5  # nor anything else
