@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
 
 from collector.detector_settings import PARTIALS, DetectorDefaults, InvariantConfig, invariant_problems
 from collector.exporters.tls import server_context
@@ -183,6 +183,7 @@ class PlantConfig(Strict):
     sinks: list[SinkConfig] = Field(default=[], description="Where alerts go besides the journal.")  # type: ignore[valid-type]
     security: SecurityConfig = SecurityConfig()
     invariants: list[InvariantConfig] = Field(default=[], description="Relations between tags, checked by CUSUM.")
+    _units: list[int] | None = PrivateAttr(default=None)  # set by a replay: the sources its tags were read from
 
     @property
     def tags(self) -> list[TagConfig]:
@@ -191,6 +192,22 @@ class PlantConfig(Strict):
 
     def tag_sources(self) -> list[int]:
         return [i for i, source in enumerate(self.sources) for _ in source.tags]
+
+    def tag_units(self) -> list[int]:
+        """The unit of each tag: the index of the source (a PLC, a unit's server) the daemon reads it from.
+
+        Multivariate detectors model one unit each by default. A replay folds every source into one
+        (``collector.replay.replay_config``) but keeps the units, so it builds the same models as the daemon.
+        """
+        return list(self._units) if self._units is not None else self.tag_sources()
+
+    def with_units_of(self, original: PlantConfig) -> PlantConfig:
+        """This config, its tags keeping the units they have in ``original`` (same tags, same order)."""
+        units = original.tag_units()
+        if len(units) != len(self.tags):
+            raise ValueError("with_units_of: the two configs do not have the same tags")
+        self._units = units
+        return self
 
 
 def _items(value: Any) -> list[Any]:

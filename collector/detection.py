@@ -55,7 +55,7 @@ def detector_params(cfg: PlantConfig, name: str) -> dict[str, np.ndarray]:
     if "group" in arrays:
         # A multivariate detector's default grouping: one model per source (a PLC, a unit's server),
         # as source -1, -2, ... so that a config that only lists tags gets a model per unit.
-        sources = np.asarray(cfg.tag_sources(), dtype=np.float64)
+        sources = np.asarray(cfg.tag_units(), dtype=np.float64)
         unset = arrays["group"] == -1.0
         arrays["group"][unset] = -1.0 - sources[unset]
     return arrays

@@ -80,7 +80,7 @@ def replay_config(cfg: PlantConfig, recording: Path, **format_options: Any) -> P
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
         raise ConfigError(problems) from None
-    return cfg.model_copy(update={"sources": [source]})
+    return cfg.model_copy(update={"sources": [source]}).with_units_of(cfg)
 
 
 @dataclass

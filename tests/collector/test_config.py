@@ -288,6 +288,23 @@ def test_load_config_returns_a_plant_config_with_tags_in_order() -> None:
     assert (cfg.exporter.host, cfg.exporter.port) == ("::1", 9200)
 
 
+def test_a_replay_builds_the_daemons_models_per_source(tmp_path: Path) -> None:
+    """A replay reads every tag from one recording, yet the default one model per source must stay
+    the daemon's: otherwise a baseline fitted from a recording, or a replayed exercise, would not be
+    the model that runs live."""
+    from collector.replay import replay_config
+
+    cfg = load_config(CASES / "good_full" / "config.yaml")
+    recording = tmp_path / "recording.csv"
+    recording.write_text("ts\n")
+    replayed = replay_config(cfg, recording)
+    assert len(replayed.sources) == 1 and replayed.tag_sources() == [0, 0, 0, 0]
+    for name in ("pca", "iforest"):
+        groups = detector_params(replayed, name)["group"]
+        assert groups.tolist() == detector_params(cfg, name)["group"].tolist()
+        assert groups[0] == groups[1] != groups[2] == groups[3]
+
+
 # -- the configs the project ships -------------------------------------------------------------
 
 
