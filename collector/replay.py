@@ -133,6 +133,8 @@ class ReplaySummary:
             for st in steps[:MAX_STEP_LINES]:
                 ttd = st["time_to_detect_s"]
                 caught = f"detected after {ttd:g} s by {', '.join(st['detectors'])}" if st["detected"] else "MISSED"
+                if st.get("already_alarmed"):
+                    caught += f" (an earlier step's alert was still firing: {', '.join(st['already_alarmed'])})"
                 if st["after_end"]:
                     caught += " (only after the step ended)"
                 lines.append(f"  {st['step']['id']}: {caught}")

@@ -53,6 +53,8 @@ def _steps_header() -> list[str]:
 
 def _step_cells(s: dict[str, Any]) -> list[str]:
     verdict = ("detected after it ended" if s["after_end"] else "detected") if s["detected"] else "MISSED"
+    if s.get("already_alarmed"):
+        verdict += " (already alarmed: " + ", ".join(s["already_alarmed"]) + ")"
     target = " / ".join(x for x in (s["kind"], s["target"]) if x)
     return [
         s["id"],

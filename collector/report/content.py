@@ -195,6 +195,7 @@ def build(result: ReplayResult, recording_label: str | None = None) -> dict[str,
                 "duration_s": s.step.duration_s,
                 "detected": s.detected,
                 "after_end": s.after_end,
+                "already_alarmed": s.already_alarmed,
                 "time_to_detect_s": s.time_to_detect_s,
                 "first_alert": None
                 if s.first_alert is None

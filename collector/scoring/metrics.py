@@ -49,6 +49,9 @@ class StepScore:
     detectors: list[str]  # that fired in the step's window
     tags: list[str]
     alerts: int
+    # Missed, but an alert put down to an earlier step was still firing on this step's target when it began
+    # ("detector on tag"): the operator was already alarmed there, and no new alert could fire.
+    already_alarmed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -147,6 +150,16 @@ def score_steps(steps: Sequence[AttackStep], alerts: Sequence[Alert], grace_s: f
     for j, step in enumerate(steps):
         hits = [alerts[i] for i in np.flatnonzero(owner[:, j])]
         first = min(hits, key=lambda a: a.start) if hits else None
+        earlier = owner[:, :j].any(axis=1) if j else np.zeros(len(alerts), dtype=bool)
+        carried = (
+            []
+            if first is not None
+            else sorted(
+                f"{a.detector} on {a.tag}"
+                for a, own in zip(alerts, earlier, strict=True)
+                if own and a.tag == step.target and a.start < step.start < a.end
+            )
+        )
         out.append(
             StepScore(
                 step=step,
@@ -157,6 +170,7 @@ def score_steps(steps: Sequence[AttackStep], alerts: Sequence[Alert], grace_s: f
                 detectors=sorted({a.detector for a in hits}),
                 tags=sorted({a.tag for a in hits}),
                 alerts=len(hits),
+                already_alarmed=carried,
             )
         )
     return out

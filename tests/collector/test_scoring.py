@@ -223,3 +223,18 @@ def test_an_alert_during_a_later_step_is_not_credited_to_an_earlier_steps_grace(
     assert [s.tags for s in result] == [["TT101.TEMP"], ["FT101.FLOW_IN", "PT101.PRESSURE"], ["PT101.PRESSURE"]]
     assert [s.time_to_detect_s for s in result] == [150, 20, 10]
     assert result[0].after_end and not result[1].after_end
+
+
+def test_a_missed_step_says_when_an_earlier_steps_alert_was_still_up_on_its_target() -> None:
+    """A drift that reverses while the drift's alert still fires: no new alert can fire, and the
+    step stays missed, but the operator reading the report learns they were already alarmed there."""
+    steps = [
+        AttackStep("drift_up", 900, 2700, target="TK101.LEVEL"),
+        AttackStep("drift_back", 2700, 4500, target="TK101.LEVEL"),
+        AttackStep("pump", 6000, 6100, target="P101.RUNNING"),
+    ]
+    alerts = [alert(1100, 3000, detector="invariant"), alert(1200, 1300, tag="FT101.FLOW_IN")]
+    result = score_steps(steps, alerts, grace_s=300)
+    assert [s.detected for s in result] == [True, False, False]
+    assert result[1].already_alarmed == ["invariant on TK101.LEVEL"]  # the flow alert had ended, other tag anyway
+    assert result[0].already_alarmed == [] and result[2].already_alarmed == []  # nothing was up on the pump
