@@ -2,13 +2,18 @@
 
 Two threads, one rule: paho's network runs in a thread of its own (the
 "network thread", which also runs paho's callbacks), and that thread does
-nothing but hand raw messages to a bounded buffer (a deque under a lock,
-bounded in messages and in payload bytes, overflow dropping the oldest and
-counted). The asyncio side swaps the buffer out, decodes, deduplicates and
-pushes one ``SampleBatch`` per burst. A slow pipeline therefore never delays
-paho's keepalive, and a flood never grows memory past the bounds.
+nothing but hand raw ``(topic, payload)`` to a deque bounded in messages and
+in payload bytes (overflow drops the oldest and is counted). No lock: paho's
+thread only appends (and drops the oldest when full), the asyncio side only
+pops, and each counter they share has one writer. The asyncio side takes the
+deque every 50 ms, or when 1000 messages wait, decodes the burst at once
+(:mod:`~collector.receivers.mqtt.burst`), deduplicates it and pushes one
+``SampleBatch``. A slow pipeline therefore never delays paho's keepalive, and
+a flood never grows memory past the bounds.
 
-The network thread owns the connection: connect, run paho's ``loop``, and on
+The network thread owns the connection: connect, run paho's ``loop`` (with a
+read-ahead socket under paho, :mod:`~collector.receivers.mqtt.readahead`, so
+that a burst of packets costs one syscall instead of four per packet), and on
 any failure back off (capped exponential delay with jitter) and connect
 again, with clean start off and a session expiry so that the broker keeps the
 subscriptions and QoS 1/2 messages while the source is away. Subscriptions
@@ -25,6 +30,8 @@ import ssl
 import threading
 import time
 from collections import Counter, deque
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.logs import LogOnce
 from collector.receivers.base import Receiver, ReceiverContext, reconnect_delay
+from collector.receivers.mqtt.burst import DedupWindow, Template
 from collector.receivers.mqtt.decode import (
     FastReader,
     PayloadError,
@@ -45,13 +53,19 @@ from collector.receivers.mqtt.decode import (
     topic_key,
 )
 from collector.receivers.mqtt.options import MAX_PACKET, MqttOptions, TopicOptions
+from collector.receivers.mqtt.readahead import ReadAhead
 from collector.samples import Quality, SampleBatch
 
 DEDUP_WINDOW = 8  # source timestamps remembered per tag to drop re-deliveries
 ROUTE_CACHE_MAX = 65_536  # topic -> route entries before the cache starts over
 POLL_S = 0.05  # the asyncio side takes the buffer this often (latency <= 50 ms, a tick is ~1 s)
 WAKE_AT = 1000  # ... or as soon as this many messages (or half of queue_max) wait, so bursts come in big batches
+READ_BURST = 256  # packets paho parses from the read-ahead between two loop() calls (keepalive, writes)
 PACKET_OVERHEAD = 65_536 + 1024  # topic and properties on top of the payload, for v5 Maximum Packet Size
+
+
+# Fields of a hand-off item (topic, payload, dup, recv_ts), taken column by column from a burst.
+_TOPIC, _PAYLOAD, _RECV_TS = itemgetter(0), itemgetter(1), itemgetter(3)
 
 
 def _slug(reason: Any) -> str:
@@ -67,16 +81,22 @@ class MqttReceiver(Receiver):
         super().__init__(options, context)
         self.options: MqttOptions = options
         self.client_id = options.effective_client_id
-        self._index = {tag.source_key: context.tag_index[tag.source_key] for tag in options.tags}
-        self._all_tags = np.array(sorted(set(self._index.values())), dtype=np.int32)
+        # Tags by local number (0..n-1): the dedup window is an array over them; _columns maps them to frame columns.
+        self._index = {tag.source_key: k for k, tag in enumerate(options.tags)}
+        self._columns = np.array([context.tag_index[tag.source_key] for tag in options.tags], dtype=np.int32)
+        self._all_tags = np.unique(self._columns)
         self._log_once = LogOnce(context.log)
-        # -- shared between the network thread and the asyncio side, under _lock --
-        self._lock = threading.Lock()
+        # -- hand-off: paho's thread appends (and drops the oldest when full), the asyncio side pops --
+        # Each counter has a single writer, so no lock is needed; payload bytes held = in - out - dropped.
         self._buf: deque[tuple[str, bytes, bool, float]] = deque()
-        self._buf_bytes = 0
+        self._bytes_in = 0  # network thread: payload bytes appended, ever
+        self._bytes_dropped = 0  # network thread: payload bytes dropped as overflow, ever
+        self._overflowed = 0  # network thread: messages dropped as overflow, ever
+        self._bytes_out = 0  # asyncio side: payload bytes taken, ever
+        self._overflow_counted = 0  # asyncio side: the part of _overflowed already in status.errors
+        self._lock = threading.Lock()  # only for the rare: thread errors, disconnections
         self._thread_errors: Counter[str] = Counter()
         self._went_down = 0  # disconnections not yet turned into BAD samples
-        self._wake_pending = False
         self._wake_at = max(1, min(WAKE_AT, options.queue_max // 2))
         self._queue_max, self._queue_max_bytes = options.queue_max, options.queue_max_bytes
         self._max_payload = options.max_payload_bytes
@@ -89,10 +109,15 @@ class MqttReceiver(Receiver):
         # -- asyncio side only --
         self._routes: dict[str, TopicOptions | None] = {}
         self._matchers = [(route, filter_matcher(route.filter)) for route in options.topics]
-        # topic -> (frame column, reader of its plain messages); None: every message of it takes the general path
+        # The burst path: one template (the first route that has one); topic -> local tag, -1: not on that path.
+        templates = [(id(route), Template.for_route(route)) for route in options.topics]
+        self._template = next((t for _, t in templates if t is not None), None)
+        self._templated = {k for k, t in templates if t is not None and self._template and t.key == self._template.key}
+        self._burst_tags: dict[str, int] = {}
+        # The message-by-message path: topic -> (local tag, reader of its plain messages); None: general decoder.
         self._fast_topics: dict[str, tuple[int, FastReader] | None] = {}
         self._readers: dict[int, FastReader | None] = {}  # by id of the route
-        self._recent_ts: dict[int, list[float]] = {}
+        self._window = DedupWindow(len(options.tags), DEDUP_WINDOW)
         self._last_payload: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -101,6 +126,8 @@ class MqttReceiver(Receiver):
         self.buffered_high_water = 0
         self.buffered_bytes_high_water = 0
         self.connections = 0
+        self.bursts = Counter[str]()  # bursts decoded whole ("template") or message by message ("each")
+        self.read_ahead = False  # paho reads through ReadAhead (set at each connection)
 
     # -- asyncio side ------------------------------------------------------------------------------
 
@@ -125,13 +152,19 @@ class MqttReceiver(Receiver):
             self.status.up = False
 
     def _drain(self) -> None:
+        buf = self._buf
+        pop = buf.popleft
+        items = [pop() for _ in range(len(buf))]  # each popleft is atomic; paho's thread may append meanwhile
+        held = sum(map(len, map(_PAYLOAD, items)))
+        self._bytes_out += held
         with self._lock:
-            items, self._buf = self._buf, deque()
-            held, self._buf_bytes = self._buf_bytes, 0
             errors, self._thread_errors = self._thread_errors, Counter()
             went_down, self._went_down = self._went_down, 0
-            self._wake_pending = False
-        # The buffer only grows between two swaps (trimmed at its bounds): its peaks are seen here.
+        overflowed = self._overflowed
+        if overflowed != self._overflow_counted:
+            errors["overflow"] += overflowed - self._overflow_counted
+            self._overflow_counted = overflowed
+        # The buffer only grows between two takes (trimmed at its bounds): its peaks are seen here.
         self.buffered_high_water = max(self.buffered_high_water, len(items))
         self.buffered_bytes_high_water = max(self.buffered_bytes_high_water, held)
         if errors:
@@ -169,8 +202,26 @@ class MqttReceiver(Receiver):
         self._routes[topic] = route
         return route
 
+    def _topic_tag(self, topic: str, route: TopicOptions) -> int | None:
+        """The local tag a topic names (tag from a topic level), or None."""
+        try:
+            return self._index.get(topic_key(topic, route.segment))
+        except PayloadError:
+            return None
+
+    def _burst_tag(self, topic: str) -> int:
+        """The local tag of ``topic`` when its messages can be read by the template; else -1."""
+        route = self._route(topic)
+        tag = None
+        if route is not None and id(route) in self._templated:
+            tag = self._topic_tag(topic, route)
+        if len(self._burst_tags) >= ROUTE_CACHE_MAX:
+            self._burst_tags.clear()
+        self._burst_tags[topic] = -1 if tag is None else tag
+        return self._burst_tags[topic]
+
     def _fast_topic(self, topic: str) -> tuple[int, FastReader] | None:
-        """The column and fast reader of ``topic`` when its tag comes from the topic and is known; else None."""
+        """The local tag and fast reader of ``topic`` when its tag comes from the topic and is known; else None."""
         route = self._route(topic)
         entry: tuple[int, FastReader] | None = None
         if route is not None:
@@ -179,10 +230,7 @@ class MqttReceiver(Receiver):
                 self._readers[key] = fast_reader(route, self.options.max_payload_bytes)
             reader = self._readers[key]
             if reader is not None:
-                try:
-                    tag = self._index.get(topic_key(topic, route.segment))
-                except PayloadError:
-                    tag = None
+                tag = self._topic_tag(topic, route)
                 if tag is not None:
                     entry = (tag, reader)
         if len(self._fast_topics) >= ROUTE_CACHE_MAX:
@@ -190,102 +238,140 @@ class MqttReceiver(Receiver):
         self._fast_topics[topic] = entry
         return entry
 
-    def _decode(self, items: deque[tuple[str, bytes, bool, float]], now: float) -> None:
-        """One batch from a burst of messages: plain ones by the fast reader, the rest by ``decode``."""
+    def _decode(self, items: list[tuple[str, bytes, bool, float]], now: float) -> None:
+        """One batch from a burst: read whole by the template when every message fits it, else one by one."""
+        topics, payloads, stamps = (list(map(getter, items)) for getter in (_TOPIC, _PAYLOAD, _RECV_TS))
+        decoded = self._decode_burst(topics, payloads) if self._template is not None else None
+        if decoded is not None:
+            self.bursts["template"] += 1
+            tag, value, ts, quality = decoded
+            recv = np.array(stamps, dtype=np.float64)
+            self._send(tag, value, ts, recv, quality, np.ones(len(tag), dtype=bool), Counter(), now)
+            return
+        self.bursts["each"] += 1
+        self._decode_each(items, now)
+
+    def _decode_burst(
+        self, topics: list[str], payloads: list[bytes]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Local tags, values, source times, qualities of a burst of plain messages; None: not all plain."""
+        assert self._template is not None
+        n = len(topics)
+        known = self._burst_tags
+        tag = np.fromiter(map(known.get, topics, repeat(-2, n)), dtype=np.int64, count=n)
+        if (tag == -2).any():  # topics seen for the first time: look them up once
+            for topic in set(topics).difference(known):
+                self._burst_tag(topic)
+            tag = np.fromiter(map(known.__getitem__, topics), dtype=np.int64, count=n)
+        if (tag < 0).any():
+            return None
+        readings = self._template.parse(payloads)
+        if readings is None:
+            return None
+        return tag, readings.value, readings.ts, readings.quality
+
+    def _decode_each(self, items: list[tuple[str, bytes, bool, float]], now: float) -> None:
+        """Message by message: plain ones by the fast reader, the rest by ``decode`` (which says what is wrong)."""
         tags: list[int] = []
         values: list[float] = []
         stamps: list[float] = []
         recvs: list[float] = []
         qualities: list[int] = []
+        timed: list[bool] = []  # the sample has a source time (deduplicated by the window, not by payload)
         errors: Counter[str] = Counter()
         max_bytes = self.options.max_payload_bytes
         index = self._index
         fast_topics = self._fast_topics
-        recent_ts = self._recent_ts
         for topic, payload, dup, recv_ts in items:
             fast = fast_topics.get(topic, False)
             if fast is False:
                 fast = self._fast_topic(topic)
+            sample: tuple[int, float, float | None, int] | None = None
             if fast is not None:
                 tag, reader = fast
-                sample = reader(payload)
-                if sample is not None:
-                    value, ts, quality = sample
-                    if ts is None:
-                        if self._is_duplicate(tag, ts, topic, payload, dup):
-                            errors["duplicate"] += 1
-                            continue
-                        ts = recv_ts
-                    else:  # _is_duplicate inlined: this loop runs once per message
-                        recent = recent_ts.get(tag)
-                        if recent is None:
-                            recent_ts[tag] = [ts]
-                        elif ts in recent:
-                            errors["duplicate"] += 1
-                            continue
-                        else:
-                            recent.append(ts)
-                            if len(recent) > DEDUP_WINDOW:
-                                del recent[0]
-                    tags.append(tag)
-                    values.append(value)
-                    stamps.append(ts)
-                    recvs.append(recv_ts)
-                    qualities.append(quality)
+                read = reader(payload)
+                if read is not None:
+                    sample = (tag, *read)
+            if sample is None:
+                route = self._route(topic)
+                if route is None:  # a message the broker sent for no filter of ours (an old session's)
+                    errors["unmatched_topic"] += 1
+                    self._log_once("unmatched_topic", "MQTT message on a topic no filter matches", topic=topic[:200])
                     continue
-            route = self._route(topic)
-            if route is None:  # a message the broker sent for no filter of ours (an old session's)
-                errors["unmatched_topic"] += 1
-                self._log_once("unmatched_topic", "MQTT message on a topic no filter matches", topic=topic[:200])
-                continue
-            try:
-                d = decode(payload, topic, route, max_bytes)
-                tag = index.get(d.key)
-                if tag is None:
-                    raise PayloadError("unknown_tag", f"no tag reads {d.key[:200]!r}")
-            except PayloadError as exc:
-                errors[exc.reason] += 1
-                self._log_once(
-                    exc.reason, "malformed MQTT message dropped", source=self.name, topic=topic[:200], error=str(exc)
-                )
-                continue
-            if self._is_duplicate(tag, d.ts, topic, payload, dup):
+                try:
+                    d = decode(payload, topic, route, max_bytes)
+                    tag = index.get(d.key)
+                    if tag is None:
+                        raise PayloadError("unknown_tag", f"no tag reads {d.key[:200]!r}")
+                except PayloadError as exc:
+                    errors[exc.reason] += 1
+                    self._log_once(
+                        exc.reason,
+                        "malformed MQTT message dropped",
+                        source=self.name,
+                        topic=topic[:200],
+                        error=str(exc),
+                    )
+                    continue
+                sample = (tag, d.value, d.ts, d.quality)
+            tag, value, ts, quality = sample
+            if ts is None and self._is_repeat(topic, payload, dup):
                 errors["duplicate"] += 1
                 continue
             tags.append(tag)
-            values.append(d.value)
-            stamps.append(recv_ts if d.ts is None else d.ts)
+            values.append(value)
+            stamps.append(recv_ts if ts is None else ts)
             recvs.append(recv_ts)
-            qualities.append(d.quality)
+            qualities.append(quality)
+            timed.append(ts is not None)
+        self._send(
+            np.array(tags, dtype=np.int64),
+            np.array(values, dtype=np.float64),
+            np.array(stamps, dtype=np.float64),
+            np.array(recvs, dtype=np.float64),
+            np.array(qualities, dtype=np.uint8),
+            np.array(timed, dtype=bool),
+            errors,
+            now,
+        )
+
+    def _send(
+        self,
+        tag: np.ndarray,
+        value: np.ndarray,
+        ts: np.ndarray,
+        recv: np.ndarray,
+        quality: np.ndarray,
+        timed: np.ndarray,
+        errors: Counter[str],
+        now: float,
+    ) -> None:
+        """Drop re-deliveries of the timed samples (counted), then push one batch in arrival order."""
+        keep = np.ones(len(tag), dtype=bool)
+        if timed.any():
+            keep[timed] = self._window.admit(tag[timed], ts[timed])
+        dropped = len(keep) - int(np.count_nonzero(keep))
+        if dropped:
+            errors["duplicate"] += dropped
+            tag, value, ts, recv, quality = tag[keep], value[keep], ts[keep], recv[keep], quality[keep]
         if errors:
             self.status.errors.update(errors)
-        if not tags:
+        if not len(tag):
             return
         batch = SampleBatch(
             source=self.context.index,
-            tag=np.array(tags, dtype=np.int32),
-            value=np.array(values, dtype=np.float64),
-            ts=np.array(stamps, dtype=np.float64),
-            recv_ts=np.array(recvs, dtype=np.float64),
-            quality=np.array(qualities, dtype=np.uint8),
+            tag=self._columns[tag],
+            value=value,
+            ts=ts,
+            recv_ts=recv,
+            quality=quality,
         )
         self.context.queue.put_nowait(batch)
-        self.status.samples += len(tags)
+        self.status.samples += len(tag)
         self.status.last_sample_time = now
 
-    def _is_duplicate(self, tag: int, ts: float | None, topic: str, payload: bytes, dup: bool) -> bool:
-        """A re-delivery: the same source timestamp for the tag again, or (no timestamp) a DUP repeat."""
-        if ts is not None:
-            recent = self._recent_ts.get(tag)
-            if recent is None:
-                self._recent_ts[tag] = [ts]
-                return False
-            if ts in recent:
-                return True
-            recent.append(ts)
-            if len(recent) > DEDUP_WINDOW:
-                del recent[0]
-            return False
+    def _is_repeat(self, topic: str, payload: bytes, dup: bool) -> bool:
+        """No source time: a re-delivery is a DUP-flagged repeat of the topic's last payload."""
         digest = hash(payload)
         last = self._last_payload.get(topic)
         if len(self._last_payload) >= ROUTE_CACHE_MAX:
@@ -294,7 +380,7 @@ class MqttReceiver(Receiver):
         return dup and last == digest
 
     def _wake_up(self) -> None:
-        """From the network thread: make the asyncio side take the buffer now (at most once per swap)."""
+        """From the network thread: make the asyncio side take the buffer now."""
         loop, wake = self._loop, self._wake
         if loop is None or wake is None:
             return
@@ -390,9 +476,10 @@ class MqttReceiver(Receiver):
                 self._stop.wait(self._backoff())
                 continue
             self._connack = False
-            while not self._stop.is_set():
-                if client.loop(timeout=0.2) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    break
+            reader = self._read_ahead(client)
+            self.read_ahead = reader is not None
+            while not self._stop.is_set() and self._pump(client, reader) == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                pass
             if self._stop.is_set():
                 break
             if not self._connack:  # the broker took the TCP connection but never answered CONNECT
@@ -411,6 +498,32 @@ class MqttReceiver(Receiver):
             with contextlib.suppress(Exception):
                 client._sock_close()
         self._mark_down()
+
+    @staticmethod
+    def _read_ahead(client: mqtt.Client) -> ReadAhead | None:
+        """Put a read-ahead buffer under paho's connected socket (paho keeps it in ``_sock``; see readahead.py).
+
+        Done right after CONNECT is sent and before anything is read, so no byte can be in the wrong place.
+        Returns None (paho reads its own socket, only slower) if a paho version keeps its socket elsewhere.
+        """
+        sock = getattr(client, "_sock", None)
+        if sock is None or not hasattr(sock, "recv"):
+            return None
+        reader = ReadAhead(sock)
+        client._sock = reader
+        return reader
+
+    @staticmethod
+    def _pump(client: mqtt.Client, reader: ReadAhead | None) -> MQTTErrorCode:
+        """One ``loop`` (select, read, write, keepalive), then the packets already read ahead, up to READ_BURST."""
+        rc = client.loop(timeout=0.2)
+        for _ in range(READ_BURST):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or reader is None or client._sock is not reader:
+                break
+            if not reader.pending():
+                break
+            rc = client.loop_read()
+        return rc
 
     def _mark_down(self) -> None:
         self.subscribed.clear()
@@ -468,15 +581,21 @@ class MqttReceiver(Receiver):
         )
         self._mark_down()
 
-    def _make_room(self, buf: deque[tuple[str, bytes, bool, float]], held: int) -> int:
-        """Drop the oldest messages (counted) until one more fits; the payload bytes held then. Lock held."""
-        while buf and (len(buf) >= self._queue_max or held > self._queue_max_bytes):
-            held -= len(buf.popleft()[1])
-            self._thread_errors["overflow"] += 1
-        return held
+    def _make_room(self, size: int) -> None:
+        """Drop the oldest messages (counted) until one more of ``size`` bytes fits."""
+        buf = self._buf
+        while len(buf) >= self._queue_max or (
+            buf and self._bytes_in - self._bytes_out - self._bytes_dropped + size > self._queue_max_bytes
+        ):
+            try:
+                old = buf.popleft()
+            except IndexError:  # the asyncio side took the rest meanwhile
+                return
+            self._overflowed += 1
+            self._bytes_dropped += len(old[1])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        """Hand off only: no decoding, no pipeline work, so paho's keepalive never waits on us."""
+        """Hand off only: no decoding, no pipeline work, no lock, so paho's keepalive never waits on us."""
         recv_ts = time.time()
         payload = message.payload
         size = len(payload)
@@ -492,15 +611,12 @@ class MqttReceiver(Receiver):
                 "too_large", "MQTT payload too large, dropped", source=self.name, topic=topic[:200], size=size
             )
             return
-        with self._lock:  # a handful of operations: this runs once per message, under paho's thread
-            buf = self._buf
-            held = self._buf_bytes + size
-            if len(buf) >= self._queue_max or held > self._queue_max_bytes:
-                held = self._make_room(buf, held)
-            buf.append((topic, payload, message.dup, recv_ts))
-            self._buf_bytes = held
-            wake = len(buf) >= self._wake_at and not self._wake_pending
-            if wake:
-                self._wake_pending = True
-        if wake:
+        buf = self._buf
+        if len(buf) >= self._queue_max or self._bytes_in - self._bytes_out - self._bytes_dropped + size > (
+            self._queue_max_bytes
+        ):
+            self._make_room(size)
+        buf.append((topic, payload, message.dup, recv_ts))
+        self._bytes_in += size
+        if len(buf) == self._wake_at:  # once per filling; a wake missed in a race is made up by the 50 ms poll
             self._wake_up()

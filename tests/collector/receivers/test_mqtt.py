@@ -86,6 +86,7 @@ def test_simulator_values_arrive_as_samples(broker_factory: BrokerFactory, proto
                 check_round(samples, values + k, t0 + k)
             assert all(len(b) == len(b.recv_ts) and b.watermark is None for b in running.batches)
             assert len(running.batches) < n  # batched per burst, not one batch per message
+            assert receiver.read_ahead  # paho reads through the read-ahead buffer
             assert receiver.status.samples == n
             assert not receiver.status.errors, receiver.status.errors
             assert receiver.status.reconnects == 0

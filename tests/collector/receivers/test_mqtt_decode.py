@@ -325,24 +325,3 @@ def test_filter_matcher_examples() -> None:
     assert not filter_matcher("plantwatch/oil/#")("plantwatch/chemical/x")
     assert filter_matcher("a/+/c")("a//c") and not filter_matcher("a/+/c")("a/b/c/d")
     assert not filter_matcher("#")("$SYS/broker") and filter_matcher("$SYS/#")("$SYS/broker")
-
-
-# -- de-duplication ---------------------------------------------------------------------------------
-
-
-def test_duplicates_by_timestamp_and_by_dup_flag() -> None:
-    receiver = make_receiver(MqttOptions.model_validate(base()))
-    dup = receiver._is_duplicate
-    assert not dup(0, 10.0, "t", b"x", False)
-    assert dup(0, 10.0, "t", b"x", False)  # same tag, same source time: a re-delivery
-    assert dup(0, 10.0, "t", b"y", True)
-    assert not dup(1, 10.0, "t", b"x", False)  # another tag
-    assert not dup(0, 11.0, "t", b"x", False)
-    for ts in range(12, 30):
-        assert not dup(0, float(ts), "t", b"x", False)
-    assert not dup(0, 10.0, "t", b"x", False)  # beyond the window: taken again (late data is the pipeline's call)
-    # without a source timestamp only the DUP flag on a repeat of the last payload of the topic marks one
-    assert not dup(0, None, "u", b"1.5", False)
-    assert not dup(0, None, "u", b"1.5", False)  # a plain repeat is a new reading
-    assert dup(0, None, "u", b"1.5", True)
-    assert not dup(0, None, "u", b"2.5", True)
