@@ -15,6 +15,7 @@ when the other detectors' did: what it adds (a step only it caught, or caught so
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +28,7 @@ from collector.config import load_config  # noqa: E402
 from collector.replay import replay  # noqa: E402
 from collector.scoring.metrics import StepScore, alert_episodes, score_steps  # noqa: E402
 from sim_plant.record import record_scenario  # noqa: E402
-from sim_plant.scenarios import load_scenario, shipped  # noqa: E402
+from sim_plant.scenarios import Scenario, load_scenario, shipped  # noqa: E402
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -38,6 +39,14 @@ def _caught(step: StepScore) -> str:
     return _num(step.time_to_detect_s, "g") if step.detected else "missed"
 
 
+def led_in(scenario: Scenario, seconds: float) -> Scenario:
+    """The same attack, every step ``seconds`` later: a longer stretch of normal operation before it."""
+    if seconds <= 0:
+        return scenario
+    steps = tuple(dataclasses.replace(step, start_s=step.start_s + seconds) for step in scenario.steps)
+    return dataclasses.replace(scenario, steps=steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grace", type=float, help="grace after each step, seconds (default as plantwatch replay)")
@@ -45,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write each scenario's report under this folder")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--detector", help="add when this detector alone, and the others, caught each step")
+    parser.add_argument(
+        "--lead-in",
+        type=float,
+        default=0.0,
+        help="seconds of normal operation added before every step (the shipped files attack at 15 min, "
+        "before PCA's 20-minute warm-up is over; a monitored plant's models are long warm)",
+    )
     args = parser.parse_args(argv)
     header = [
         "scenario",
@@ -63,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     overt_ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for path in shipped():
-            scenario = load_scenario(path)
+            scenario = led_in(load_scenario(path), args.lead_in)
             name = f"{scenario.plant}/{path.stem}"
             recording = record_scenario(scenario, Path(tmp) / f"{scenario.plant}_{path.stem}.csv", seed=args.seed)
             cfg = load_config(ROOT / "config" / f"{scenario.plant}.yaml")
