@@ -11,7 +11,12 @@ AnalogItemType; status tags are Boolean. Setpoints are variables of their own,
 like every other tag. ``publish(ts, values)`` sets every value with
 SourceTimestamp ``ts`` and status Good, or ``bad_status`` (BadSensorFailure by
 default) and no value when the value is NaN. Before the first publish the
-variables read BadWaitingForInitialData.
+variables read BadWaitingForInitialData. A row is written ``PUBLISH_CHUNK``
+values at a time with a yield to the event loop in between: asyncua's writes
+never suspend, and with clients subscribed a 10k-tag row would otherwise hold
+the server's loop for seconds, a hang of the simulator's own making. A row of
+up to ``PUBLISH_CHUNK`` tags is still written in one go, so no client sees it
+half-written.
 
 Nothing a client sends changes the plant: the variables' AccessLevel is
 CurrentRead only, and every Write, Call, AddNodes, DeleteNodes, AddReferences
@@ -81,6 +86,7 @@ UNECE_CODES = {"m": "MTR", "m3/h": "MQH", "%": "P1", "kW": "KWT", "MW": "MAW", "
 ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
 BASE_DATA_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 READ_ONLY = ua.AccessLevel.CurrentRead.mask
+PUBLISH_CHUNK = 1000  # values written between two yields to the event loop
 
 
 def unit_id(code: str) -> int:
@@ -397,7 +403,10 @@ class OpcUaPlantServer(PlantServer):
         good = ua.StatusCode(ua.StatusCodes.Good)
         bad = ua.StatusCode(self.bad_status)
         iserver = server.iserver
-        for nodeid, boolean, value in zip(self._nodeids, self._boolean.tolist(), row.tolist(), strict=True):
+        last = len(self._nodeids) - 1
+        for i, (nodeid, boolean, value) in enumerate(
+            zip(self._nodeids, self._boolean.tolist(), row.tolist(), strict=True)
+        ):
             if math.isnan(value):
                 dv = ua.DataValue(StatusCode=bad, SourceTimestamp=source, ServerTimestamp=now)
             elif boolean:
@@ -407,6 +416,8 @@ class OpcUaPlantServer(PlantServer):
                 variant = ua.Variant(value, ua.VariantType.Double)
                 dv = ua.DataValue(variant, StatusCode=good, SourceTimestamp=source, ServerTimestamp=now)
             await iserver.write_attribute_value(nodeid, dv)
+            if i % PUBLISH_CHUNK == PUBLISH_CHUNK - 1 and i < last:
+                await asyncio.sleep(0)  # let clients and other tasks in between chunks
 
 
 def _object_item(nodeid: ua.NodeId, parent: ua.NodeId, name: ua.QualifiedName, description: str) -> ua.AddNodesItem:
