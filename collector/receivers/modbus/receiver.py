@@ -8,6 +8,13 @@ sample for a block the device refused (exception response, counted as
 ``exception_<code>``), could not be decoded, or did not answer. A lost or
 silent connection is closed and re-opened under capped exponential backoff
 with jitter; pymodbus' own reconnect (300 s cap by default) is switched off.
+
+With TLS 1.3 the device checks the client's certificate after the client's
+handshake has returned, so a refused (missing or untrusted) client
+certificate arrives as an alert on the first read, or as the connection
+closing before any answer. That first read of a fresh TLS link is raced
+against the link's loss, and such a loss counts ``tls_client_refused``, not
+``timeout``; it is retried under the same backoff.
 """
 
 from __future__ import annotations
@@ -125,6 +132,10 @@ class ModbusReceiver(Receiver):
         self._internal_logged: set[str] = set()
         self._rng = random.Random()
         self._connect_error: OSError | None = None  # why the last connect failed, when pymodbus swallowed it
+        self._lost_error: BaseException | None = None  # why the current link closed, as asyncio told pymodbus
+        self._link_lost = asyncio.Event()  # set when the current link closes
+        self._link_answered = False  # the device answered at least once on the current link
+        self._client_refused = False  # the current TLS link was refused by the device (see the module's docstring)
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -184,6 +195,16 @@ class ModbusReceiver(Receiver):
                 raise
 
         ctx.call_create = create_connection
+        lost = getattr(ctx, "connection_lost", None)
+        if lost is None:
+            return
+
+        def connection_lost(exc: Exception | None) -> None:
+            self._lost_error = exc
+            self._link_lost.set()
+            lost(exc)
+
+        ctx.connection_lost = connection_lost
 
     def _connect_failure_kind(self) -> str:
         exc = self._connect_error
@@ -234,9 +255,11 @@ class ModbusReceiver(Receiver):
                             self.status.reconnects += 1
                             log.info("modbus source reconnected", extra={"source": self.name, "attempts": failures})
                         self._ever_connected = True
-                        failures = 0
+                        refused_before, failures = failures, 0
                         outage_logged = False
                         await self._poll_until_lost(client)
+                        if self._client_refused:  # as good as a failed connect: the backoff keeps growing
+                            failures = refused_before
                         lost_while_polling = True
                     elif client is not None:
                         kind = self._connect_failure_kind()
@@ -267,6 +290,9 @@ class ModbusReceiver(Receiver):
 
     async def _open(self, client: AsyncModbusTcpClient) -> bool:
         self._connect_error = None
+        self._lost_error = None
+        self._link_lost.clear()
+        self._link_answered = self._client_refused = False
         try:
             async with asyncio.timeout(self.options.timeout_s + 1.0):
                 ok = await client.connect()
@@ -318,22 +344,33 @@ class ModbusReceiver(Receiver):
                 break
             try:
                 async with asyncio.timeout(self.options.timeout_s + 0.5):
-                    response = await self._read(client, block)
-            except (TimeoutError, ModbusIOException) as exc:
+                    if self._link_answered or self.options.tls is None:
+                        response = await self._read(client, block)
+                    else:
+                        response = await self._first_tls_read(client, block)
+            except (TimeoutError, ModbusIOException, ConnectionException) as exc:
+                if self._refused_tls_client(client):
+                    self._client_refused = True
+                    self.status.count_error("tls_client_refused")
+                    error = str(self._lost_error or exc or "closed before any answer")
+                    self._warn_once("tls_client_refused", "modbus TLS device refused us", source=self.name, error=error)
+                    lost = True
+                    continue
+                if isinstance(exc, ConnectionException):
+                    self.status.count_error("disconnect")
+                    lost = True
+                    continue
                 kind = "timeout" if isinstance(exc, TimeoutError) or "No response" in str(exc) else "io_error"
                 self.status.count_error(kind)
                 self._warn_once(kind, "modbus read failed", source=self.name, block=_where(block), error=str(exc))
                 timeouts += kind == "timeout"
                 consecutive_timeouts = consecutive_timeouts + 1 if kind == "timeout" else 0
                 continue
-            except ConnectionException:
-                self.status.count_error("disconnect")
-                lost = True
-                continue
             finally:
                 _raise_if_cancelled()
             consecutive_timeouts = 0
             answered += 1
+            self._link_answered = True
             if response.isError():
                 self._exception(block, response)
                 continue
@@ -356,6 +393,30 @@ class ModbusReceiver(Receiver):
             lost = True
         self.status.up = bool(read.any()) and not lost
         return lost
+
+    async def _first_tls_read(self, client: AsyncModbusTcpClient, block: Block) -> ModbusPDU:
+        """The first read on a fresh TLS link, given up as soon as the link closes.
+
+        pymodbus leaves a request pending until its timeout when the connection drops; a device that
+        refuses our certificate drops it at once, and that should not look like a silent device.
+        """
+        read = asyncio.ensure_future(self._read(client, block))
+        lost = asyncio.ensure_future(self._link_lost.wait())
+        try:
+            await asyncio.wait((read, lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not read.done():
+                read.cancel()
+        if read.done() and not read.cancelled():
+            return read.result()
+        raise ConnectionException("the TLS link closed before the first answer")
+
+    def _refused_tls_client(self, client: AsyncModbusTcpClient) -> bool:
+        """A fresh TLS link that ended, by an alert or by closing, before the device answered anything."""
+        if self.options.tls is None or self._link_answered:
+            return False
+        return isinstance(self._lost_error, ssl.SSLError) or self._link_lost.is_set() or not client.connected
 
     def _exception(self, block: Block, response: ModbusPDU) -> None:
         code = int(getattr(response, "exception_code", 0) or 0)
