@@ -30,11 +30,11 @@ def suite_detector(invariants: tuple[Invariant, ...] = SUITE_INVARIANTS) -> Inva
     return InvariantDetector(invariants, SUITE_TAGS, TagLimits.unknown(len(SUITE_TAGS)))
 
 
-def hostile_stream() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hostile_stream(seed: int = 1, rng_seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The suite's drift stream with holes, dead ticks, bad quality, absurd values and an hour's gap."""
-    s = fault_stream("drift", seed=1)
+    s = fault_stream("drift", seed=seed)
     X, ts, valid = s.X.copy(), s.ts.copy(), s.valid.copy()
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(rng_seed)
     holes = rng.random(X.shape) < 0.05
     X[holes] = np.nan
     valid[holes] = False

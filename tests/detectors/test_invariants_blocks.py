@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from detectors import DetectorBank, TagLimits
-from detectors.checks import fault_stream
 from detectors.expressions import Node, Program, evaluate, max_lag, parse, shared
 from detectors.invariants import Invariant, InvariantDetector
+from tests.detectors.test_invariants import hostile_stream
 
 TAGS = [f"T{i}" for i in range(8)]
 SPLITS = (1, 7, 64, 10_000)
@@ -47,20 +47,10 @@ SETS = {
 
 
 def hostile(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The suite's drift stream with holes, dead ticks, bad quality, a burst, absurd values and an hour's gap."""
-    s = fault_stream("drift", seed=seed)
-    X, ts, valid = s.X.copy(), s.ts.copy(), s.valid.copy()
-    rng = np.random.default_rng(seed + 7)
-    holes = rng.random(X.shape) < 0.05
-    X[holes] = np.nan
-    valid[holes] = False
-    X[[0, 1, 200, *range(400, 440)]] = np.nan
-    valid[[0, 1, 200, *range(400, 440)]] = False
-    valid[rng.random(X.shape) < 0.02] = False
-    X[650, 0], X[652, 5] = 1e12, 1e15
+    """The invariant tests' hostile stream, plus a burst on a shared tag and a run of negative zeros."""
+    X, ts, valid = hostile_stream(seed, seed + 7)
     X[300:330, 2] += 40.0  # an alarm on a shared tag while its neighbours still learn
     X[500:520, 6] = -0.0
-    ts[800:] += 3600.0
     return X, ts, valid
 
 
