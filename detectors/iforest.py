@@ -70,13 +70,13 @@ whatever the order numpy adds them in: a block and its ticks agree bit for bit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, to_score
-from detectors.pca import make_groups
+from detectors.base import DetectorParams, TagLimits, to_score
+from detectors.groups import GroupedModel
 
 MODES: tuple[str, ...] = ("learning", "protecting")
 LEARNING, PROTECTING = range(2)
@@ -246,7 +246,7 @@ class Forest:
         return s, z, part
 
 
-class IforestDetector(Detector):
+class IforestDetector(GroupedModel):
     name: ClassVar[str] = "iforest"
     Params: ClassVar[type[DetectorParams]] = IforestParams
     state_fields: ClassVar[tuple[str, ...]] = (
@@ -265,27 +265,14 @@ class IforestDetector(Detector):
     tracking_fields: ClassVar[tuple[str, ...]] = ("history", "since_withheld")
     """What follows the last moment rather than the baseline (a baseline restore keeps the snapshot's)."""
     fault: ClassVar[str] = "step"
-    multivariate: ClassVar[bool] = True
-
-    @classmethod
-    def encode(cls, key: str, value: Any) -> float:
-        return float(MODES.index(value)) if key == "mode" else super().encode(key, value)
+    modes: ClassVar[tuple[str, ...]] = MODES
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
         super().__init__(params, limits)
-        p = self.params
         n = self.n_tags
-        self.groups = make_groups(np.asarray(p["group"]), self.enabled, np.asarray(p["max_group_size"]))
         G = len(self.groups)
-        self._tag_group = np.full(n, -1, dtype=np.intp)
-        for g, m in enumerate(self.groups):
-            self._tag_group[m] = g
         self._flat = np.concatenate(self.groups) if G else np.zeros(0, dtype=np.intp)
-        first = np.array([m[0] for m in self.groups], dtype=np.intp)
-
-        def per_group(key: str) -> np.ndarray:
-            return np.asarray(p[key], dtype=np.float64)[first]
-
+        per_group = self.per_group
         self._mode = per_group("mode").astype(np.intp)
         self._window = per_group("window").astype(np.intp)
         self._warmup = per_group("warmup")

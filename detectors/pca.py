@@ -90,12 +90,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from detectors.base import Detector, DetectorParams, TagLimits, scale_floor, to_score
+from detectors.base import DetectorParams, TagLimits, scale_floor, to_score
+from detectors.groups import GroupedModel
 
 MODES: tuple[str, ...] = ("learning", "protecting", "frozen")
 LEARNING, PROTECTING, FROZEN = range(3)
@@ -179,18 +180,6 @@ def _rows_matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return out.reshape(G, blocks * ROW_BLOCK, -1)[:, :L].transpose(1, 0, 2)
 
 
-def make_groups(group: np.ndarray, enabled: np.ndarray, max_size: np.ndarray) -> list[np.ndarray]:
-    """Tag indices of each group, in tag order, groups ordered by their first tag; big groups split."""
-    out: list[np.ndarray] = []
-    seen: dict[float, list[int]] = {}
-    for i in np.flatnonzero(enabled):
-        seen.setdefault(float(group[i]), []).append(int(i))
-    for members in sorted(seen.values(), key=lambda m: m[0]):
-        size = max(1, int(max_size[members[0]]))
-        out.extend(np.array(members[j : j + size]) for j in range(0, len(members), size))
-    return out
-
-
 @dataclass(frozen=True)
 class BlockDetail:
     """T² and Q over their limits, (ticks, groups, 2), of the last block scored: what ``explain`` reads.
@@ -212,7 +201,7 @@ def _group_labels(values: np.ndarray) -> list[str]:
     return out
 
 
-class PcaDetector(Detector):
+class PcaDetector(GroupedModel):
     name: ClassVar[str] = "pca"
     Params: ClassVar[type[DetectorParams]] = PcaParams
     state_fields: ClassVar[tuple[str, ...]] = (
@@ -231,20 +220,15 @@ class PcaDetector(Detector):
         "cal_max",
     )
     fault: ClassVar[str] = "step"
-    multivariate: ClassVar[bool] = True
+    modes: ClassVar[tuple[str, ...]] = MODES
     suite_settings: ClassVar[dict[str, float]] = {"warmup": 300}
     """The suite's streams fault at tick 500; a plant's 20-minute warm-up would not be over."""
-
-    @classmethod
-    def encode(cls, key: str, value: Any) -> float:
-        return float(MODES.index(value)) if key == "mode" else super().encode(key, value)
 
     def __init__(self, params: Mapping[str, np.ndarray], limits: TagLimits) -> None:
         super().__init__(params, limits)
         p = self.params
         n = self.n_tags
-        groups = make_groups(np.asarray(p["group"]), self.enabled, np.asarray(p["max_group_size"]))
-        self.groups = groups
+        groups = self.groups
         G = len(groups)
         cap = max((len(m) for m in groups), default=1)
         self.cap = cap
@@ -255,17 +239,11 @@ class PcaDetector(Detector):
             present[g, : len(m)] = True
         self._members, self._present = members, present
         self._flat_members = members[present]  # tags in group order, for scattering scores back
-        # Where each tag sits: group and position (-1: in no group).
-        self._tag_group = np.full(n, -1, dtype=np.intp)
+        # Where each tag sits in its group (-1: in no group); its group is ``_tag_group``.
         self._tag_pos = np.full(n, -1, dtype=np.intp)
-        for g, m in enumerate(groups):
-            self._tag_group[m] = g
+        for m in groups:
             self._tag_pos[m] = np.arange(len(m))
-        first = members[:, 0]
-
-        def per_group(key: str) -> np.ndarray:
-            return np.asarray(p[key], dtype=np.float64)[first]
-
+        per_group = self.per_group
         self._mode = per_group("mode").astype(np.intp)
         self._warmup = per_group("warmup")
         self._refit_every = per_group("refit_every")
@@ -312,7 +290,7 @@ class PcaDetector(Detector):
         self._tag_warm: np.ndarray | None = None
         # Per row of the last block scored and per group: T² and Q over their limits (for ``explain``).
         self._detail: BlockDetail | None = None
-        self._labels = _group_labels(np.asarray(p["group"], dtype=np.float64)[first] if G else np.empty(0))
+        self._labels = _group_labels(self.per_group("group") if G else np.empty(0))
 
     # -- the model --------------------------------------------------------------------------------
     def _effective_n(self, g: int) -> float:
