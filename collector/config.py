@@ -21,7 +21,7 @@ from collector.exporters.tls import server_context
 from collector.insecure import insecure_problems
 from collector.receivers import SourceConfig, source_kinds
 from collector.sinks.options import SinkConfig, sink_kinds, sink_problems
-from collector.sources import ConfigPath, Secret, SourceBase, Strict, TagConfig
+from collector.sources import ConfigFile, ConfigPath, Secret, SourceBase, Strict, TagConfig
 from detectors import DETECTORS
 
 DEFAULT_LISTEN = "127.0.0.1:9108"
@@ -52,18 +52,11 @@ class BasicAuth(Strict):
 class ExporterTls(Strict):
     """/metrics over TLS; with ``client_ca_file`` only scrapers holding a certificate that CA signed get in."""
 
-    cert_file: ConfigPath = Field(description="Server certificate chain (PEM) presented to Prometheus.")
-    key_file: ConfigPath = Field(description="Private key (PEM) of cert_file.")
-    client_ca_file: ConfigPath | None = Field(
+    cert_file: ConfigFile = Field(description="Server certificate chain (PEM) presented to Prometheus.")
+    key_file: ConfigFile = Field(description="Private key (PEM) of cert_file.")
+    client_ca_file: ConfigFile | None = Field(
         default=None, description="CA (PEM) that must have signed the scraper's client certificate; null: none asked."
     )
-
-    @field_validator("cert_file", "key_file", "client_ca_file")
-    @classmethod
-    def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
 
     @model_validator(mode="after")
     def _loads(self) -> ExporterTls:

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -63,7 +63,16 @@ def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
     raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
 
 
+def _existing_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 ConfigPath = Annotated[Path, BeforeValidator(_resolve_path)]
+ConfigFile = Annotated[Path, BeforeValidator(_resolve_path), AfterValidator(_existing_file)]
+"""A path resolved like ``ConfigPath`` that must name an existing file: a missing certificate or recording
+is a config error naming the field, before start, not a failure at the first connect."""
 Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 
@@ -107,21 +116,14 @@ class TagConfig(Strict):
 class ClientTls(Strict):
     """TLS from plantwatch to a server: the server's certificate is always verified, never trusted blind."""
 
-    ca_file: ConfigPath | None = Field(
+    ca_file: ConfigFile | None = Field(
         default=None, description="CA bundle (PEM) that signed the server's certificate; null: system CAs."
     )
-    cert_file: ConfigPath | None = Field(default=None, description="Client certificate (PEM), with key_file.")
-    key_file: ConfigPath | None = Field(default=None, description="Client private key (PEM), with cert_file.")
+    cert_file: ConfigFile | None = Field(default=None, description="Client certificate (PEM), with key_file.")
+    key_file: ConfigFile | None = Field(default=None, description="Client private key (PEM), with cert_file.")
     verify_hostname: bool = Field(
         default=True, description="Check the host (DNS name or IP address) against the server's certificate."
     )
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
 
     @model_validator(mode="after")
     def _pair(self) -> ClientTls:

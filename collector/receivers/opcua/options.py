@@ -7,15 +7,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from collector.receivers.opcua.nodes import NodeIdError, parse_node_key
-from collector.sources import ConfigPath, Secret, SourceBase, Strict
+from collector.sources import ConfigFile, Secret, SourceBase, Strict
 
 POLICIES = ("None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
-
-
-def _file(value):  # type: ignore[no-untyped-def]
-    if value is not None and not value.is_file():
-        raise ValueError(f"no such file: {value}")
-    return value
 
 
 class OpcUaSecurity(Strict):
@@ -27,18 +21,16 @@ class OpcUaSecurity(Strict):
     mode: Literal["Sign", "SignAndEncrypt"] = Field(
         default="SignAndEncrypt", description="Message security mode for a secure policy."
     )
-    certificate: ConfigPath | None = Field(default=None, description="Client certificate (DER or PEM).")
-    private_key: ConfigPath | None = Field(default=None, description="Client private key (PEM), unencrypted.")
+    certificate: ConfigFile | None = Field(default=None, description="Client certificate (DER or PEM).")
+    private_key: ConfigFile | None = Field(default=None, description="Client private key (PEM), unencrypted.")
     private_key_password: Secret | None = Field(default=None, description="Password of an encrypted private key.")
-    server_certificate: ConfigPath | None = Field(
+    server_certificate: ConfigFile | None = Field(
         default=None, description="The server certificate to trust (DER or PEM); required for a secure policy."
     )
     trust_on_first_use: bool = Field(
         default=False,
         description="Without server_certificate, trust the certificate the server first presents, for this run.",
     )
-
-    _files = field_validator("certificate", "private_key", "server_certificate")(_file)
 
     @model_validator(mode="after")
     def _complete(self) -> OpcUaSecurity:

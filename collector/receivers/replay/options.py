@@ -6,12 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from collector.sources import ConfigPath, SourceBase
+from collector.sources import ConfigFile, SourceBase
 
 
 class ReplayOptions(SourceBase):
     kind: Literal["replay"]
-    path: ConfigPath = Field(description="The recording: CSV, a timestamp column and one column per tag.")
+    path: ConfigFile = Field(description="The recording: CSV, a timestamp column and one column per tag.")
     separator: str = Field(default=",", description="Field separator; 'whitespace' for runs of blanks.")
     header: bool = Field(default=True, description="First line names the columns; else columns are 1, 2, ...")
     timestamp_column: str | None = Field(
@@ -25,13 +25,6 @@ class ReplayOptions(SourceBase):
     speed: Annotated[float, Field(gt=0, description="Playback speed in the daemon; 1.0 is real time.")] = 1.0
     loop: bool = Field(default=False, description="Start over at the end, with time moving on.")
     rebase: bool = Field(default=True, description="In the daemon, shift the recording's time to now.")
-
-    @field_validator("path")
-    @classmethod
-    def _exists(cls, value):  # type: ignore[no-untyped-def]
-        if not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
 
     @field_validator("separator")
     @classmethod
