@@ -58,15 +58,7 @@ class LimitDetector(Detector):
         near &= valid
         rows = np.flatnonzero(near.any(axis=1))
         if rows.size:
-            x, v = X[rows], valid[rows]
-            with np.errstate(invalid="ignore"):
-                above = (x - self._hi) * self._inv_hi_band
-                below = (self._lo - x) * self._inv_lo_band
-                np.maximum(above, below, out=above)
-                outside = above >= 0.0
-                above += 1.0
-                stat = np.where(outside & v, above, 0.0)
-            out[rows] = to_score(stat, out=stat)
+            out[rows] = self._scores(X[rows], valid[rows])
         return out
 
     def score(self, x: np.ndarray, ts: float, valid: np.ndarray) -> np.ndarray:
@@ -74,6 +66,10 @@ class LimitDetector(Detector):
         near |= x <= self._lo_guard
         if not (near & valid).any():  # the usual tick: everything well within its range
             return np.zeros(self.n_tags)
+        return self._scores(x, valid)
+
+    def _scores(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Scores of a tick or of rows of ticks: how far outside its band each value is, 0 within it."""
         with np.errstate(invalid="ignore"):
             above = (x - self._hi) * self._inv_hi_band
             below = (self._lo - x) * self._inv_lo_band
