@@ -235,9 +235,7 @@ def test_server_restart_on_the_same_port_down_then_up_without_double_counting() 
     writes = WriteLog()
 
     def start() -> Served:
-        served = Served(OpcUaPlantServer("oil", OIL.TAGS, writes, port=port))
-        served.call(served.server.start())
-        return served
+        return Served.started(OpcUaPlantServer("oil", OIL.TAGS, writes, port=port))
 
     first: Served | None = start()
     second: Served | None = None

@@ -62,9 +62,7 @@ def test_tags_by_browse_path_resolve_after_each_connect_and_a_bad_path_is_only_i
     writes = WriteLog()
 
     def start() -> Served:
-        served = Served(OpcUaPlantServer("oil", OIL.TAGS, writes, port=port))
-        served.call(served.server.start())
-        return served
+        return Served.started(OpcUaPlantServer("oil", OIL.TAGS, writes, port=port))
 
     first: Served | None = start()
     second: Served | None = None

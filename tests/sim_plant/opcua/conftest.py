@@ -48,6 +48,13 @@ class Served:
         self._thread = threading.Thread(target=self.loop.run_forever, name="opcua-test-server", daemon=True)
         self._thread.start()
 
+    @classmethod
+    def started(cls, server: OpcUaPlantServer) -> Served:
+        """``server`` started on its own loop: what a test calls again to restart a server on the same port."""
+        served = cls(server)
+        served.call(server.start())
+        return served
+
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = TIMEOUT) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
