@@ -4,7 +4,7 @@ asyncua's ``write_attribute_value`` never suspends, so a row written in one
 loop holds the server's event loop for the whole row: clients (and the
 receiver's watchdog) would see the simulator hang, not the plant. These tests
 run a second coroutine on the server's own loop while ``publish`` runs and
-look at when it got its turn. A client subscribed to every tag makes each
+count its turns. A client subscribed to every tag makes each
 write cost what it costs in the field (asyncua queues a data change per
 monitored item), so a one-piece row stalls the loop for most of a second.
 """
@@ -12,7 +12,6 @@ monitored item), so a one-piece row stalls the loop for most of a second.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -72,32 +71,6 @@ async def turns_during_publish(server: OpcUaPlantServer, row: np.ndarray) -> int
     return during
 
 
-async def worst_gap_during_publish(server: OpcUaPlantServer, row: np.ndarray) -> tuple[float, float]:
-    """(worst wait of an always-ready coroutine for its next turn around and during ``publish``, time it took), in s.
-
-    The other coroutine yields with ``sleep(0)``, not a timer: a timer that falls due while a chunk is being
-    written only joins the ready queue at the next loop iteration, which would measure asyncio's timer
-    handling rather than how often ``publish`` lets go of the loop.
-    """
-    ticks: list[float] = []
-    publishing = True
-
-    async def ticker() -> None:
-        while publishing and len(ticks) < MAX_TICKS:
-            ticks.append(time.perf_counter())
-            await asyncio.sleep(0)
-
-    other = asyncio.create_task(ticker())
-    await asyncio.sleep(0.005)
-    began = time.perf_counter()
-    await server.publish(2.0, row)
-    took = time.perf_counter() - began
-    await asyncio.sleep(0.005)
-    publishing = False
-    await other
-    return float(np.max(np.diff(ticks))), took
-
-
 def test_a_10k_tag_row_yields_between_chunks(served_10k: Served) -> None:
     row = np.linspace(0.0, 100.0, 10_000)
     turns = served_10k.call(turns_during_publish(served_10k.server, row))
@@ -118,9 +91,9 @@ def test_other_coroutines_get_the_loop_during_a_10k_tag_publish_to_subscribers(s
     row = np.linspace(100.0, 0.0, 10_000)
     server = served_10k.server
 
-    async def subscribed_publish() -> tuple[float, float]:
+    async def subscribed_publish() -> int:
         async with Client(served_10k.endpoint, timeout=60) as client:
-            # 60 s publishing interval: after the initial values no notification is encoded while we measure.
+            # 60 s publishing interval: after the initial values no notification is encoded while we count.
             handler = _Count()
             subscription = await client.create_subscription(60_000, handler)
             nodes = [client.get_node(server.node_id(spec.name)) for spec in server.tags]
@@ -129,13 +102,11 @@ def test_other_coroutines_get_the_loop_during_a_10k_tag_publish_to_subscribers(s
                 if handler.received >= len(nodes):
                     break
                 await asyncio.sleep(0.05)
-            return await asyncio.to_thread(served_10k.call, worst_gap_during_publish(server, row))
+            return await asyncio.to_thread(served_10k.call, turns_during_publish(server, row))
 
-    worst, took = run(subscribed_publish(), timeout=120.0)
-    print(f"10k-tag publish to a subscriber took {took * 1000:.0f} ms; another coroutine waited {worst * 1000:.0f} ms")
-    # Relative, so that a loaded machine slows both sides alike: in one piece the wait is the whole row (ratio 1),
-    # in chunks of 1000 it is about a tenth of it.
-    assert worst < took / 4
+    # Counted, not timed: with a subscriber each write costs more, and a wall-clock bound flakes on a busy
+    # machine; what must hold is that the loop is let go between chunks (0 turns in one piece).
+    assert run(subscribed_publish(), timeout=120.0) >= 9
 
 
 def test_a_1k_tag_row_is_written_in_one_go() -> None:
