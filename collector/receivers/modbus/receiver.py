@@ -128,6 +128,7 @@ class ModbusReceiver(Receiver):
         self.connections = 0  # TCP connections opened
         self.polls = 0
         self._ever_connected = False
+        self._attempts = 0  # failed attempts before the current link, for the reconnect log line
         self._warn_once = LogOnce(context.log)
         self._internal_logged: set[str] = set()
         self._rng = random.Random()
@@ -251,10 +252,9 @@ class ModbusReceiver(Receiver):
                 try:
                     if client is not None and await self._open(client):
                         self.connections += 1
-                        if self._ever_connected:
-                            self.status.reconnects += 1
-                            log.info("modbus source reconnected", extra={"source": self.name, "attempts": failures})
-                        self._ever_connected = True
+                        self._attempts = failures
+                        if self.options.tls is None:  # a TLS link counts once the device has answered on it
+                            self._link_established()
                         refused_before, failures = failures, 0
                         outage_logged = False
                         await self._poll_until_lost(client)
@@ -287,6 +287,17 @@ class ModbusReceiver(Receiver):
                 failures += 1
         finally:
             self.status.up = False
+
+    def _link_established(self) -> None:
+        """Count a reconnect once a link really carries reads.
+
+        A TLS 1.3 device that refuses our certificate lets the handshake finish and drops the link at
+        the first read; that attempt is a refusal (``tls_client_refused``), not a reconnect.
+        """
+        if self._ever_connected:
+            self.status.reconnects += 1
+            self.context.log.info("modbus source reconnected", extra={"source": self.name, "attempts": self._attempts})
+        self._ever_connected = True
 
     async def _open(self, client: AsyncModbusTcpClient) -> bool:
         self._connect_error = None
@@ -370,6 +381,8 @@ class ModbusReceiver(Receiver):
                 _raise_if_cancelled()
             consecutive_timeouts = 0
             answered += 1
+            if not self._link_answered and self.options.tls is not None:
+                self._link_established()
             self._link_answered = True
             if response.isError():
                 self._exception(block, response)
