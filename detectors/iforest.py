@@ -131,6 +131,44 @@ def average_path(n: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Level:
+    """One depth of every tree in a forest, tree after tree: ``2^depth`` nodes per tree."""
+
+    def __init__(self, n_trees: int, depth: int) -> None:
+        size = n_trees << depth
+        self.feature = np.zeros(size, dtype=np.intp)
+        self.threshold = np.full(size, np.inf)  # +inf: every value goes left, past a leaf above
+        self.value = np.zeros(size)
+
+
+def _lay_out(tree: object, index: int, levels: list[_Level]) -> None:
+    """Copy one scikit-learn tree into complete levels: node ``p`` of depth ``d`` sits at
+    ``index * 2^d + p`` and its children at ``2 p`` and ``2 p + 1`` of depth ``d + 1``. A leaf above
+    the last depth sends every row down its left side, and its path length waits at the bottom."""
+    t = tree  # sklearn.tree._tree.Tree
+    n = t.node_count  # type: ignore[attr-defined]
+    left, right = t.children_left[:n], t.children_right[:n]  # type: ignore[attr-defined]
+    depth = np.zeros(n, dtype=np.intp)
+    place = np.zeros(n, dtype=np.intp)  # position within its depth, in this tree
+    for parent in range(n):  # nodes are numbered parents first
+        if left[parent] >= 0:
+            depth[left[parent]] = depth[right[parent]] = depth[parent] + 1
+            place[left[parent]] = 2 * place[parent]
+            place[right[parent]] = 2 * place[parent] + 1
+    leaf = left < 0
+    path = depth + average_path(t.n_node_samples[:n])  # type: ignore[attr-defined]
+    value = np.round(path / PATH_QUANTUM) * PATH_QUANTUM
+    bottom = len(levels) - 1
+    for node in np.flatnonzero(~leaf):
+        level = levels[depth[node]]
+        at = (index << depth[node]) + place[node]
+        level.feature[at] = t.feature[node]  # type: ignore[attr-defined]
+        level.threshold[at] = t.threshold[node]  # type: ignore[attr-defined]
+    for node in np.flatnonzero(leaf):
+        drop = bottom - depth[node]
+        levels[bottom].value[(index << bottom) + (place[node] << drop)] = value[node]
+
+
 class Forest:
     """A fitted ``IsolationForest`` as flat arrays, walked for every tree and row at once."""
 
@@ -143,42 +181,17 @@ class Forest:
         rows = self.rotate(rows)
         model = IsolationForest(n_estimators=n_trees, max_samples=sub, bootstrap=False, random_state=SEED, n_jobs=1)
         model.fit(rows)
-        trees = [e.tree_ for e in model.estimators_]
-        nodes = max(t.node_count for t in trees)
-        T = len(trees)
-        feature = np.zeros((T, nodes), dtype=np.intp)
-        threshold = np.zeros((T, nodes))
-        left = np.zeros((T, nodes), dtype=np.intp)
-        right = np.zeros((T, nodes), dtype=np.intp)
-        value = np.zeros((T, nodes))
-        self.depth = 0
-        self.n_trees = T
-        for i, t in enumerate(trees):
-            n = t.node_count
-            leaf = t.children_left[:n] < 0
-            own = np.arange(n)
-            feature[i, :n] = np.where(leaf, 0, t.feature[:n])
-            threshold[i, :n] = t.threshold[:n]
-            left[i, :n] = np.where(leaf, own, t.children_left[:n])  # a leaf is its own child
-            right[i, :n] = np.where(leaf, own, t.children_right[:n])
-            depth = np.zeros(n)
-            for parent in range(n):  # nodes are numbered parents first
-                if not leaf[parent]:
-                    depth[t.children_left[parent]] = depth[t.children_right[parent]] = depth[parent] + 1
-            path = depth + average_path(t.n_node_samples[:n])
-            value[i, :n] = np.round(path / PATH_QUANTUM) * PATH_QUANTUM
-            self.depth = max(self.depth, int(t.max_depth))
-        # Flat, for the walk: node ids global across trees, children side by side (left, right).
-        offset = (np.arange(T) * nodes)[:, None]
-        self._root = offset
-        self._feature = feature.ravel()
-        self._threshold = threshold.ravel()
-        self._children = np.stack([left + offset, right + offset], axis=2).ravel()
-        self._value = value.ravel()
+        self.n_trees = len(model.estimators_)
+        self.depth = max(int(e.tree_.max_depth) for e in model.estimators_)
+        levels = [_Level(self.n_trees, d) for d in range(self.depth + 1)]
+        for i, e in enumerate(model.estimators_):
+            _lay_out(e.tree_, i, levels)
+        self._levels = levels[:-1]
+        self._value = levels[-1].value
         self.norm = float(average_path(np.array([sub]))[0])
         # Out of bag: every reservoir row scored by the trees that did not see it.
         paths = self.paths(rows)  # (T, k)
-        in_bag = np.zeros((T, k), dtype=bool)
+        in_bag = np.zeros((self.n_trees, k), dtype=bool)
         for i, s in enumerate(model.estimators_samples_):
             in_bag[i, s] = True
         out = ~in_bag
@@ -225,14 +238,26 @@ class Forest:
         return out.reshape(blocks * ROW_BLOCK, -1)[:L]
 
     def paths(self, X: np.ndarray) -> np.ndarray:
-        """Path length of every row in every tree, (trees, rows): all trees walked level by level."""
-        X32 = np.ascontiguousarray(X, dtype=np.float32).ravel()  # scikit-learn's trees compare float32 values
+        """Path length of every row in every tree, (trees, rows): all trees walked level by level.
+
+        Each level is laid out tree after tree, so a node's children on the next level are ``2 i``
+        and ``2 i + 1``: a step is a comparison and ``2 i + right``, no lookup of children.
+        """
+        X32 = np.ascontiguousarray(X, dtype=np.float32)  # scikit-learn's trees compare float32 values
         rows, width = X.shape
+        root = self._levels[0] if self._levels else None
+        if root is None:  # every tree is a single leaf
+            return np.broadcast_to(self._value[:, None], (self.n_trees, rows)).copy()
+        # The root level: one node per tree, its feature a column of X.
+        at_root = X32[:, root.feature].T
+        node = (at_root > root.threshold[:, None]).astype(np.intp)
+        node += 2 * np.arange(self.n_trees)[:, None]
+        flat = X32.ravel()
         at = (np.arange(rows) * width)[None, :]
-        node = np.repeat(self._root, rows, axis=1)
-        for _ in range(self.depth):
-            right = X32[at + self._feature[node]] > self._threshold[node]
-            node = self._children[2 * node + right]
+        for level in self._levels[1:]:
+            right = flat[at + level.feature[node]] > level.threshold[node]
+            node *= 2
+            node += right
         return self._value[node]
 
     def anomaly(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -318,27 +343,37 @@ class IforestDetector(GroupedModel):
         # Counts and sums of positions are integers: from prefix sums over the block, exactly. Sums of
         # values are not: one whole-array pass per offset of the window, the same operations for a
         # row whatever the block.
-        ones = V.astype(np.float64)
-        t = np.arange(ext.shape[0], dtype=np.float64)[:, None]
-        prefix = np.zeros((ext.shape[0] + 1, 3, cols.size))
-        np.cumsum(np.stack([ones, ones * t, ones * t * t], axis=1), axis=0, out=prefix[1:])
-        first = np.arange(L)[:, None] + start[None, :]  # the first tick of each row's window, in ext
-        span = prefix[MAX_WINDOW : MAX_WINDOW + L] - prefix[first, :, np.arange(cols.size)[None, :]].transpose(0, 2, 1)
-        n, st, stt = span[:, 0], span[:, 1], span[:, 2]
-        sj = st - first * n  # positions counted from each window's first tick
-        sjj = stt - 2.0 * first * st + first * first * n
+        if V.all():  # every window whole (the usual case): the same integers, without the prefix sums
+            w = width.astype(np.float64)
+            n = np.broadcast_to(w, (L, cols.size))
+            sj = np.broadcast_to(w * (w - 1.0) / 2.0, (L, cols.size))
+            sjj = np.broadcast_to((w - 1.0) * w * (2.0 * w - 1.0) / 6.0, (L, cols.size))
+        else:
+            ones = V.astype(np.float64)
+            t = np.arange(ext.shape[0], dtype=np.float64)[:, None]
+            prefix = np.zeros((ext.shape[0] + 1, 3, cols.size))
+            np.cumsum(np.stack([ones, ones * t, ones * t * t], axis=1), axis=0, out=prefix[1:])
+            first = np.arange(L)[:, None] + start[None, :]  # the first tick of each row's window, in ext
+            span = prefix[MAX_WINDOW : MAX_WINDOW + L]
+            span = span - prefix[first, :, np.arange(cols.size)[None, :]].transpose(0, 2, 1)
+            n, st, stt = span[:, 0], span[:, 1], span[:, 2]
+            sj = st - first * n  # positions counted from each window's first tick
+            sjj = stt - 2.0 * first * st + first * first * n
         full = bool((start == 0).all())
         sy = np.zeros((L, cols.size))
         syy = np.zeros((L, cols.size))
         sjy = np.zeros((L, cols.size))
         y = np.empty((L, cols.size))
+        yj = np.empty((L, cols.size))
         for k in range(int(start.min()), MAX_WINDOW):
             if full:
                 np.copyto(y, Y0[k : k + L])
+                np.multiply(y, float(k), out=yj)
             else:
                 np.multiply(Y0[k : k + L], k >= start, out=y)
+                np.multiply(y, float(k) - start, out=yj)
             sy += y
-            sjy += y * (float(k) - start)
+            sjy += yj
             y *= y
             syy += y
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -404,11 +439,13 @@ class IforestDetector(GroupedModel):
             contrib = contrib.reshape(rows.size, size, N_FEATURES)[:, inverse]
             detail[rows, part, :, 0] = z
             detail[rows, part, :, 1] = contrib
-            tag_part = contrib.sum(axis=2)
+            # Over the 4 features by hand: numpy reduces a short last axis slowly.
+            tag_part = contrib[:, :, 0] + contrib[:, :, 1] + contrib[:, :, 2] + contrib[:, :, 3]
             top = tag_part.max(axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
                 share = np.where(top > 0, tag_part / top, 1.0)
-            share[~np.isfinite(share) | (np.abs(z).max(axis=2) > EXTREME_Z)] = 1.0
+            far = np.abs(z) > EXTREME_Z
+            share[~np.isfinite(share) | far[:, :, 0] | far[:, :, 1] | far[:, :, 2] | far[:, :, 3]] = 1.0
             stat[rows, g] = S
             out[np.ix_(rows, m)] = S[:, None] * share
         return to_score(out, out=out), stat, detail, anomaly
