@@ -60,7 +60,9 @@ without a sample of the group withheld (flagged, by another detector under
 ``any`` protection): a window overlapping a spoofed stretch carries it in its
 mean, sd and slope. ``learning`` (commissioning) takes every complete row.
 After the warm-up ``count`` still counts the rows judged normal, and moves
-nothing else.
+nothing else; ``frozen`` learns its warm-up as ``protecting`` does and then
+not even that count moves (the mode the other group models have, for a
+baseline nothing may touch).
 
 Path lengths: each tree's leaf value ``depth + c(n)`` is rounded to a multiple
 of 2^-10 (far below what matters), so the sum over trees is exact in float64
@@ -78,8 +80,8 @@ from pydantic import Field
 from detectors.base import DetectorParams, TagLimits, to_score
 from detectors.groups import GroupedModel
 
-MODES: tuple[str, ...] = ("learning", "protecting")
-LEARNING, PROTECTING = range(2)
+MODES: tuple[str, ...] = ("learning", "protecting", "frozen")
+LEARNING, PROTECTING, FROZEN = range(3)
 
 MAX_WINDOW = 16  # ticks of history a tag keeps: (MAX_WINDOW - 1) values of state
 RESERVOIR = 48  # baseline feature rows kept per tag (float32), the forest's whole training set
@@ -106,7 +108,7 @@ class IforestParams(DetectorParams):
     group: Annotated[
         int, Field(description="Tags with the same number share one forest; -1: one forest per source.")
     ] = -1
-    mode: Literal["learning", "protecting"] = "protecting"
+    mode: Literal["learning", "protecting", "frozen"] = "protecting"
     window: Annotated[int, Field(ge=2, le=MAX_WINDOW, description="Ticks of each feature window.")] = MAX_WINDOW
     warmup: Annotated[
         int, Field(ge=2 * RESERVOIR, description="Learned complete rows: the first half fits, the second calibrates.")
@@ -492,7 +494,7 @@ class IforestDetector(GroupedModel):
         since = np.minimum(since, MAX_WINDOW)
         warm = self._limit > 0  # the model learns nothing more: flags need no tracking (the count aside)
         since = np.where(warm, self.since_withheld[first], since)
-        clean = ~withheld & (warm | (since >= self._window))
+        clean = ~withheld & (warm | (since >= self._window)) & ~(warm & (self._mode == FROZEN))
         return complete & ((self._mode == LEARNING) | clean), since
 
     def _half(self) -> np.ndarray:

@@ -130,6 +130,23 @@ def test_slow_ramp_after_the_fit_does_not_move_the_model() -> None:
     assert det.admitted[0] == RESERVOIR
 
 
+def test_frozen_learns_its_warm_up_then_nothing_at_all() -> None:
+    """``frozen`` fits the same forest as ``protecting`` and then keeps every learned field still."""
+    X = plant(False)
+    frozen, protecting = forest(mode="frozen"), forest(mode="protecting")
+    run(frozen, X[: WARMUP + 100])
+    run(protecting, X[: WARMUP + 100])
+    assert frozen.warm().all()
+    np.testing.assert_array_equal(frozen.reservoir, protecting.reservoir)
+    kept = {f: np.array(getattr(frozen, f)) for f in frozen.state_fields if f not in frozen.tracking_fields}
+    counted = protecting.count[0]
+    run(frozen, X[WARMUP + 100 :])
+    run(protecting, X[WARMUP + 100 :])
+    for field, before in kept.items():
+        np.testing.assert_array_equal(getattr(frozen, field), before, err_msg=field)
+    assert protecting.count[0] > counted, "protecting still counts the rows it judges normal"
+
+
 def test_explain_names_the_group_and_the_features_that_moved() -> None:
     names = ["FT101.FLOW", "LT101.LEVEL", "TT101.TEMP"]
     X = plant(True)
