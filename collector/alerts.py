@@ -82,7 +82,11 @@ class AlertBook:
         self.below_since = np.full(shape, np.nan)
         self.peak = np.zeros(shape, dtype=np.float32)
         self.transitions = {"firing": 0, "escalated": 0, "resolved": 0}
-        self.transitions_by_severity: dict[tuple[str, str], int] = {}
+        # Every (event, severity) series exists from the first scrape, at 0: Prometheus' increase() and
+        # changes() cannot see the transitions a series already counts when it first appears.
+        self.transitions_by_severity: dict[tuple[str, str], int] = {
+            (event, sev): 0 for event in self.transitions for sev in self.severity_names
+        }
 
     def update(self, ts: np.ndarray, scores: np.ndarray) -> tuple[list[Transition], np.ndarray]:
         """Step every state machine through a block of ticks; scores are (ticks, detectors, tags).

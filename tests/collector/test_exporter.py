@@ -61,6 +61,21 @@ def test_collector_reads_the_pipeline_at_scrape_time(tmp_path: Path) -> None:
     assert registry.get_sample_value("plantwatch_samples_dropped_total", {"site": site, "reason": "late"}) == 0
 
 
+def test_every_transition_series_is_exposed_from_the_start_at_zero(tmp_path: Path) -> None:
+    """A series that first appears at its count hides those transitions from increase() and changes():
+    a dashboard annotation missed the first alerts of a run when they all fired in one tick."""
+    config, _ = demo_config(tmp_path)
+    cfg = load_config(config)
+    with AlertJournal(tmp_path / "alerts.jsonl") as journal:
+        runner = Runner(cfg, journal, realtime=False)  # built, not run: no tick yet
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(PlantCollector(cfg.site, runner.pipeline, runner.queue, runner.receivers, runner.counters))
+        for event in ("firing", "escalated", "resolved"):
+            for severity in cfg.alerting.severities:
+                labels = {"site": cfg.site, "event": event, "severity": severity.name}
+                assert registry.get_sample_value("plantwatch_alert_transitions_total", labels) == 0.0, labels
+
+
 def test_per_tag_values_can_be_switched_off(tmp_path: Path) -> None:
     registry = replayed_registry(tmp_path, per_tag_values=False)
     names = {m.name for m in registry.collect()}
