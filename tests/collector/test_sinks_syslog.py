@@ -38,6 +38,14 @@ TEMPLATE = (
 )
 
 
+def port_bound(port: int, udp: bool) -> bool:
+    """A socket bound (UDP) or listening (TCP) on 127.0.0.1:``port``, per /proc/net/{udp,tcp}."""
+    table = Path("/proc/net/udp" if udp else "/proc/net/tcp").read_text().splitlines()[1:]
+    local = f"0100007F:{port:04X}"  # 127.0.0.1 as the kernel prints it (little-endian hex), then the port
+    listen = "0A"  # TCP_LISTEN
+    return any(f[1] == local and (udp or f[3] == listen) for f in (line.split() for line in table))
+
+
 class Rsyslog:
     """One foreground rsyslogd with its own config, pid file and output file; killed by its PID."""
 
@@ -58,15 +66,15 @@ class Rsyslog:
         )
 
     def wait_listening(self, port: int, udp: bool = False) -> None:
-        """rsyslog writes its pid file once its inputs are set up."""
+        """Wait until rsyslogd's input holds its port, the readiness that matters: a UDP datagram sent
+        before the bind is lost for good. Read from the kernel's socket table, so no probe reaches rsyslog."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.workdir / "rsyslogd.log").read_text()
-            if self.pidfile.exists():
-                time.sleep(0.2)
+            if self.pidfile.exists() and port_bound(port, udp):
                 return
             time.sleep(0.05)
-        pytest.fail("rsyslogd did not start")
+        pytest.fail(f"rsyslogd did not start listening on 127.0.0.1:{port}")
 
     def messages(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -143,7 +151,7 @@ def test_rsyslog_parses_header_structured_data_and_json_body(rsyslog, transport:
     port = free_port()
     kind = "imudp" if transport == "udp" else "imtcp"
     server = rsyslog(f'module(load="{kind}")\ninput(type="{kind}" address="127.0.0.1" port="{port}")')
-    server.wait_listening(port)
+    server.wait_listening(port, udp=transport == "udp")
     alerts = [alert(1), alert(2, "resolved", "warning"), alert(3, "escalated", reason=REASON)]
     run_sink(sink(port=port, transport=transport, format="json"), alerts)
 

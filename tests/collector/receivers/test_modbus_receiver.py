@@ -149,7 +149,11 @@ def test_grouping_produces_the_expected_requests(limit: int, per_poll: dict[int,
             running = Running(make_receiver(options(server.port, regs, max_registers_per_read=limit)))
             receiver = running.receiver
             try:
-                await running.wait_for(lambda: receiver.polls >= 4, 5.0, "four polls")
+                # Stop only once the device has served every request sent: the receiver counts a request as it
+                # frames it, the device as it serves it, and a cancel between the two would split the counts.
+                await running.wait_for(
+                    lambda: receiver.polls >= 4 and server.reads == dict(receiver.requests), 10.0, "four polls served"
+                )
             finally:
                 await running.stop()
             assert len(receiver.blocks) == sum(per_poll.values())
@@ -321,13 +325,18 @@ def test_a_silent_device_does_not_stall_another_source() -> None:
                 started = time.monotonic()
                 try:
                     await asyncio.sleep(3.0)
+                    # Stop the mute source while it waits on a connection it has counted, never while it connects:
+                    # a connect cut by the cancel is accepted by the device but never counted by the receiver.
+                    await mute.wait_for(
+                        lambda: open_now == 1 and accepted == mute.receiver.connections, 5.0, "a read on a counted link"
+                    )
                     good.drain()
                     mute.drain()
                     up = (good.receiver.status.up, mute.receiver.status.up)
                 finally:
                     elapsed = time.monotonic() - started
+                    await mute.stop()  # first: no await between the wait above and this cancel
                     await good.stop()
-                    await mute.stop()
             g, m = good.receiver, mute.receiver
             assert up == (True, False)
             assert not g.status.errors

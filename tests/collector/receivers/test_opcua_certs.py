@@ -46,6 +46,9 @@ def test_a_wrong_server_certificate_is_refused_and_retried_under_backoff(
             async with running(opts) as run:
                 await asyncio.sleep(WATCHED_S)
                 assert not run.status.up
+                # ``attempts`` counts an attempt as it starts, ``errors`` once it has failed: let the one in
+                # flight at the end of the window finish, so that both counters describe the same attempts.
+                await run.until(lambda: run.status.errors.total() >= run.receiver.attempts, 10, "the attempt to end")
                 return run.receiver.attempts, dict(run.status.errors), run.status.samples
 
         with caplog.at_level(logging.DEBUG, logger="plantwatch.test.opcua"):
