@@ -31,6 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("sim", help="run a simulated plant served over OPC-UA, Modbus TCP and MQTT")
     p.add_argument("--plant", choices=sorted(PLANTS), help="required unless --scenario names the plant")
     p.add_argument("--scenario", type=Path, help="play this attack scenario file (see sim_plant/scenarios/)")
+    p.add_argument(
+        "--lead-in",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --scenario: every step S seconds later, so learned models are warm (PCA: 1200 s)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address the servers bind (default 127.0.0.1)")
     p.add_argument("--opcua-port", type=int, default=4840, help="0 picks a free port")
     p.add_argument("--no-opcua", action="store_true")
@@ -87,7 +94,9 @@ def build_servers(args: argparse.Namespace, plant_name: str, tags, writes: Write
 
 def resolve_scenario(args: argparse.Namespace) -> Scenario | None:
     """Load ``--scenario`` and settle the plant: named by either, and they must agree."""
-    scenario = load_scenario(args.scenario) if args.scenario is not None else None
+    scenario = load_scenario(args.scenario).delayed(args.lead_in) if args.scenario is not None else None
+    if scenario is None and args.lead_in:
+        raise ScenarioError("--lead-in delays a scenario's steps: give --scenario")
     if scenario is not None:
         if args.plant is not None and args.plant != scenario.plant:
             raise ScenarioError(f"--plant {args.plant} disagrees with {args.scenario}, a scenario for {scenario.plant}")

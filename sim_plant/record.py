@@ -155,13 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", type=datetime.fromisoformat, default=DEFAULT_START, help="ISO time of row 0 (UTC)")
     parser.add_argument("--true", dest="include_true", action="store_true", help="add <tag>.true columns")
+    parser.add_argument(
+        "--lead-in", type=float, default=0.0, metavar="S", help="with --scenario: every step S seconds later"
+    )
     args = parser.parse_args(argv)
     start = args.start if args.start.tzinfo else args.start.replace(tzinfo=UTC)
     if args.scenario is not None:
         from sim_plant.scenarios import ScenarioError, load_scenario
 
         try:
-            scenario = load_scenario(args.scenario)
+            scenario = load_scenario(args.scenario).delayed(args.lead_in)
         except ScenarioError as exc:
             parser.error(str(exc))
         if args.plant is not None and args.plant != scenario.plant:
@@ -172,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.plant is None:
         parser.error("--plant is required without --scenario")
+    if args.lead_in:
+        parser.error("--lead-in delays a scenario's steps: give --scenario")
     plant = PLANTS[args.plant](seed=args.seed)
     record(plant, args.steps, args.output, start=start, include_true=args.include_true)
     print(f"{args.output}: {args.steps} rows of {len(plant.TAGS)} tags from the {args.plant} plant, seed {args.seed}")

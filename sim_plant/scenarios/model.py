@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +103,19 @@ class Scenario:
 
     def active(self, t: float) -> list[Step]:
         return [step for step in self.steps if step.active(t)]
+
+    def delayed(self, lead_in_s: float) -> Scenario:
+        """The same attack with ``lead_in_s`` more seconds of normal operation before every step.
+
+        Learned models need their warm-up before they can see anything (PCA 1200 ticks by default),
+        while the shipped files attack after 10 to 15 minutes, as a plant being watched from its first
+        minute would be; an exercise on a plant watched for a while gives them a lead-in.
+        """
+        if isinstance(lead_in_s, bool) or not math.isfinite(lead_in_s) or lead_in_s < 0:
+            raise ScenarioError(f"lead-in must be a finite number of seconds >= 0, not {lead_in_s!r}")
+        if lead_in_s == 0:
+            return self
+        return replace(self, steps=tuple(replace(step, start_s=step.start_s + lead_in_s) for step in self.steps))
 
 
 def _where(path: Path | str | None) -> str:

@@ -15,7 +15,6 @@ when the other detectors' did: what it adds (a step only it caught, or caught so
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from collector.config import load_config  # noqa: E402
 from collector.replay import replay  # noqa: E402
 from collector.scoring.metrics import StepScore, alert_episodes, score_steps  # noqa: E402
 from sim_plant.record import record_scenario  # noqa: E402
-from sim_plant.scenarios import Scenario, load_scenario, shipped  # noqa: E402
+from sim_plant.scenarios import load_scenario, shipped  # noqa: E402
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -37,14 +36,6 @@ def _num(value: float | None, spec: str) -> str:
 
 def _caught(step: StepScore) -> str:
     return _num(step.time_to_detect_s, "g") if step.detected else "missed"
-
-
-def led_in(scenario: Scenario, seconds: float) -> Scenario:
-    """The same attack, every step ``seconds`` later: a longer stretch of normal operation before it."""
-    if seconds <= 0:
-        return scenario
-    steps = tuple(dataclasses.replace(step, start_s=step.start_s + seconds) for step in scenario.steps)
-    return dataclasses.replace(scenario, steps=steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     overt_ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for path in shipped():
-            scenario = led_in(load_scenario(path), args.lead_in)
+            scenario = load_scenario(path).delayed(args.lead_in)
             name = f"{scenario.plant}/{path.stem}"
             recording = record_scenario(scenario, Path(tmp) / f"{scenario.plant}_{path.stem}.csv", seed=args.seed)
             cfg = load_config(ROOT / "config" / f"{scenario.plant}.yaml")

@@ -332,6 +332,38 @@ def test_record_cli_writes_a_scenario_and_refuses_a_disagreeing_plant(tmp_path: 
     assert bad.returncode == 2 and "disagrees" in bad.stderr
 
 
+def test_a_lead_in_moves_every_step_later_offline_and_live(tmp_path: Path) -> None:
+    """``--lead-in S``: the same attack S seconds later, so learned models are warm when it starts."""
+    path = SCENARIO_DIR / "oil" / "pump_stop.yaml"
+    scenario = load_scenario(path)
+    first = int(scenario.steps[0].start_s)
+    record = [sys.executable, "-m", "sim_plant.record", "--scenario", str(path), "--seed", "2"]
+    done = subprocess.run([*record, str(tmp_path / "r.csv"), "--lead-in", "120"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _, rows = read(tmp_path / "r.csv")
+    attacked = [i for i, r in enumerate(rows) if r[-2] == "1"]
+    assert len(rows) == scenario.length_s + 120 and len(attacked) == 180
+    assert attacked[0] == first + 120 and rows[attacked[0]][-1] == "stop_p101"
+    # Live: the simulator plays it as fast as it can, with no server, and records what it served.
+    sim = [sys.executable, "-m", "collector", "sim", "--scenario", str(path), "--no-opcua", "--no-modbus"]
+    steps = str(first + 130)
+    live = [*sim, "--lead-in", "120", "--speed", "1e6", "--steps", steps, "--record", str(tmp_path / "live.csv")]
+    done = subprocess.run(live, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    _, served = read(tmp_path / "live.csv")
+    assert [i for i, r in enumerate(served) if r[-2] == "1"] == attacked[:10]
+    out = str(tmp_path / "x.csv")
+    refused = {
+        "lead-in must be a finite number": [*record, out, "--lead-in", "-5"],
+        "--lead-in delays a scenario's steps": [*record[:3], "--plant", "oil", out, "--lead-in", "9"],
+    }
+    for expected, args in refused.items():
+        bad = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert bad.returncode == 2 and expected in bad.stderr, (args, bad.stderr)
+    bad = subprocess.run([*sim[:4], "--plant", "oil", "--lead-in", "9", "--steps", "1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--lead-in delays a scenario's steps" in bad.stderr, bad.stderr
+
+
 def test_pump_stop_replays_with_its_labels_and_is_caught_in_time(tmp_path: Path) -> None:
     """The replay reader takes the attack column in its stride; the default config catches the stop."""
     rec = record_scenario(load_scenario(SCENARIO_DIR / "oil" / "pump_stop.yaml"), tmp_path / "rec.csv")
