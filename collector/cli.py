@@ -168,7 +168,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plant = args.plant
     if args.scenario is not None:
         try:
-            scenario = load_scenario(args.scenario)
+            scenario = load_scenario(args.scenario).delayed(args.lead_in)
         except ScenarioError as exc:
             print(f"plantwatch demo: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -179,11 +179,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             return EXIT_CONFIG
         plant = scenario.plant
+    elif args.lead_in:
+        print("plantwatch demo: --lead-in delays a scenario's steps: give --scenario", file=sys.stderr)
+        return EXIT_CONFIG
     plant = plant or "oil"
     setup_logging(args.log_level, args.log_format)
     ports = Ports(args.opcua_port, args.modbus_port, args.mqtt_port, args.metrics_port)
     state_dir = args.state_dir or Path("state") / f"demo-{plant}"
-    return asyncio.run(run_demo(plant, state_dir, ports, args.speed, args.seed, args.scenario))
+    return asyncio.run(run_demo(plant, state_dir, ports, args.speed, args.seed, args.scenario, args.lead_in))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a simulated plant and the daemon watching it over all three protocols")
     demo.add_argument("--plant", choices=sorted(PLANTS), help="default: the scenario's plant, else oil")
     demo.add_argument("--scenario", type=Path, help="play this attack scenario in the simulator (sim_plant/scenarios/)")
+    demo.add_argument(
+        "--lead-in", type=float, default=0.0, metavar="S", help="with --scenario: every step S seconds later"
+    )
     demo.add_argument("--speed", type=float, default=1.0, help="plant seconds per wall second")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--state-dir", type=Path, help="default: state/demo-<plant> under the working directory")

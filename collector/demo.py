@@ -26,16 +26,24 @@ log = logging.getLogger("plantwatch.demo")
 PROTOCOLS = ("broker", "opcua", "modbus", "mqtt")
 
 
-async def _start_sim(
-    plant: str, ports: Ports, speed: float, seed: int, scenario: Path | None = None
-) -> asyncio.subprocess.Process:
+def sim_command(
+    plant: str, ports: Ports, speed: float, seed: int, scenario: Path | None = None, lead_in_s: float = 0.0
+) -> list[str]:
+    """The simulator's command line: the plant on the demo's ports, its scenario if any."""
     cmd = [
         sys.executable, "-m", "collector", "sim", "--plant", plant,
         "--opcua-port", str(ports.opcua), "--modbus-port", str(ports.modbus),
         "--embedded-broker", f"127.0.0.1:{ports.mqtt}", "--speed", str(speed), "--seed", str(seed),
     ]  # fmt: skip
     if scenario is not None:
-        cmd += ["--scenario", str(scenario.resolve())]
+        cmd += ["--scenario", str(scenario.resolve()), "--lead-in", repr(float(lead_in_s))]
+    return cmd
+
+
+async def _start_sim(
+    plant: str, ports: Ports, speed: float, seed: int, scenario: Path | None = None, lead_in_s: float = 0.0
+) -> asyncio.subprocess.Process:
+    cmd = sim_command(plant, ports, speed, seed, scenario, lead_in_s)
     # Its own session: Ctrl-C reaches the daemon only, which stops first and then ends the simulator.
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, env=os.environ.copy(), start_new_session=True
@@ -61,13 +69,19 @@ async def _drain(proc: asyncio.subprocess.Process) -> None:
 
 
 async def run_demo(
-    plant: str, state_dir: Path, ports: Ports, speed: float = 1.0, seed: int = 0, scenario: Path | None = None
+    plant: str,
+    state_dir: Path,
+    ports: Ports,
+    speed: float = 1.0,
+    seed: int = 0,
+    scenario: Path | None = None,
+    lead_in_s: float = 0.0,
 ) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir / f"{plant}.yaml"
     config.write_text(render(plant, ports, state_dir=str(state_dir.resolve())), encoding="utf-8")
     cfg = load_config(config)
-    sim = await _start_sim(plant, ports, speed, seed, scenario)
+    sim = await _start_sim(plant, ports, speed, seed, scenario, lead_in_s)
     drain = asyncio.create_task(_drain(sim))
     print(
         f"plantwatch demo: the {plant} plant is served on OPC-UA :{ports.opcua}, Modbus :{ports.modbus}, "

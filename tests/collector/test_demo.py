@@ -74,11 +74,12 @@ def test_demo_shows_live_values_from_all_three_protocols(plant: str, tmp_path: P
 class ScenarioDemo(Daemon):
     """``plantwatch demo --scenario``: the plant is the scenario's, no --plant given."""
 
-    def __init__(self, scenario: Path, ports: Ports, state: Path, log: Path, speed: float) -> None:
+    def __init__(self, scenario: Path, ports: Ports, state: Path, log: Path, speed: float, lead_in: float) -> None:
         self.log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector", "demo", "--scenario", str(scenario), "--speed", str(speed),
+             "--lead-in", str(lead_in),
              "--state-dir", str(state), "--opcua-port", str(ports.opcua), "--modbus-port", str(ports.modbus),
              "--mqtt-port", str(ports.mqtt), "--metrics-port", str(ports.metrics)],
             stdout=self._log, stderr=self._log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -90,7 +91,8 @@ def test_demo_plays_pump_stop_until_a_critical_alert_fires_on_metrics(tmp_path: 
     from sim_plant.scenarios import SCENARIO_DIR
 
     ports = Ports(free_port(), free_port(), free_port(), free_port())
-    demo = ScenarioDemo(SCENARIO_DIR / "oil" / "pump_stop.yaml", ports, tmp_path / "state", tmp_path / "demo.log", 10)
+    scenario = SCENARIO_DIR / "oil" / "pump_stop.yaml"
+    demo = ScenarioDemo(scenario, ports, tmp_path / "state", tmp_path / "demo.log", speed=10, lead_in=20)
     daemons.append(demo)
     listen = f"127.0.0.1:{ports.metrics}"
 
@@ -102,11 +104,11 @@ def test_demo_plays_pump_stop_until_a_critical_alert_fires_on_metrics(tmp_path: 
     began = time.monotonic()
     text = demo.wait_for(listen, pump_alarm, timeout=90)
     took = time.monotonic() - began
-    # Served from plant time 0: the stop is injected at 60 s, 6 s of wall time at speed 10, plus start-up.
+    # Served from plant time 0: the stop is injected at 60 s plus the 20 s lead-in, 8 s of wall time at speed 10.
     assert sample_value(text, "plantwatch_tag_value", tag="P101.RUNNING") == 0.0
     assert demo.stop(signal.SIGTERM, timeout=20) == 0, demo.log()
     log = demo.log()
-    assert "attack start stop_p101 actuator P101.RUNNING t=60" in log, log[-3000:]
+    assert "attack start stop_p101 actuator P101.RUNNING t=80" in log, log[-3000:]
     assert "write attempts by clients: 0 (none)" in log
     print(f"critical alert on /metrics {took:.1f} s after the demo started")
 
@@ -120,3 +122,6 @@ def test_demo_refuses_a_plant_that_disagrees_with_the_scenario(tmp_path: Path) -
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "disagrees" in done.stderr
+    alone = [sys.executable, "-m", "collector", "demo", "--lead-in", "30", "--state-dir", str(tmp_path)]
+    done = subprocess.run(alone, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and "--lead-in delays a scenario's steps" in done.stderr
