@@ -2,7 +2,9 @@
 
 Leaving ``range`` [lo, hi] scores 0.5 (warning); reaching ``alarm_range``
 [lolo, hihi] scores 0.75 (critical). Without an alarm range, critical sits a
-quarter of the span outside the normal range. Nothing is learned.
+quarter of the span outside the normal range. The range is closed: a value on
+its limit is inside, so a tank that sits full at its top level is normal, not
+a standing warning. Nothing is learned.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class LimitDetector(Detector):
             above = (x - self._hi) * self._inv_hi_band
             below = (self._lo - x) * self._inv_lo_band
             np.maximum(above, below, out=above)
-            outside = above >= 0.0
+            outside = above > 0.0
             above += 1.0
             stat = np.where(outside & valid, above, 0.0)
         return to_score(stat, out=stat)

@@ -376,7 +376,8 @@ def test_detects_its_fault_through_sporadic_gaps(cls: type[Detector]) -> None:
 
 
 def test_limit_detector_at_its_limits() -> None:
-    """The one detector whose scale is fixed by config: 0.5 exactly at hi/lo, 0.75 at hihi/lolo."""
+    """The one detector whose scale is fixed by config: 0 on hi/lo (the range is closed), 0.5 just
+    beyond them, 0.75 at hihi/lolo."""
     limits = TagLimits(
         lo=np.array([0.0, -5.0, 1e-3]),
         hi=np.array([10.0, 5.0, 2e-3]),
@@ -386,8 +387,12 @@ def test_limit_detector_at_its_limits() -> None:
     )
     det = build(DETECTORS["limits"], limits)
     v = np.ones(3, dtype=bool)
-    np.testing.assert_array_equal(det.score(limits.hi, 0.0, v), [0.5, 0.5, 0.5])
-    np.testing.assert_array_equal(det.score(limits.lo, 0.0, v), [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(det.score(limits.hi, 0.0, v), 0.0)
+    np.testing.assert_array_equal(det.score(limits.lo, 0.0, v), 0.0)
+    beyond_hi, beyond_lo = limits.hi + 1e-9, limits.lo - 1e-9
+    np.testing.assert_allclose(det.score(beyond_hi, 0.0, v), 0.5, rtol=1e-5)
+    np.testing.assert_allclose(det.score(beyond_lo, 0.0, v), 0.5, rtol=1e-5)
+    assert (det.score(beyond_hi, 0.0, v) > 0.5).all() and (det.score(beyond_lo, 0.0, v) > 0.5).all()
     np.testing.assert_allclose(det.score(np.array([20.0, 7.5, 2.25e-3]), 0.0, v), 0.75)
     np.testing.assert_allclose(det.score(np.array([-5.0, -7.5, 0.75e-3]), 0.0, v), 0.75)
     just_inside = det.score(np.nextafter(limits.hi, -np.inf), 0.0, v)
