@@ -38,14 +38,39 @@ class Frame:
         return (self.Q == Quality.GOOD) & np.isfinite(self.X)
 
 
-class _OpenTick:
-    __slots__ = ("Q", "X", "first_recv", "label")
+@dataclass
+class _Pending:
+    """Samples kept for ticks not yet closed, in arrival order, as whole arrays.
 
-    def __init__(self, n_tags: int) -> None:
-        self.X = np.full(n_tags, np.nan)
-        self.Q = np.zeros(n_tags, dtype=np.uint8)
-        self.label = math.nan
-        self.first_recv = math.inf
+    Nothing is laid out per tick until the tick closes: a replay batch holds thousands of
+    ticks and a live one a few samples of one tick, and both cost only their samples here.
+    """
+
+    tick: np.ndarray  # (n,) int64
+    tag: np.ndarray
+    value: np.ndarray
+    quality: np.ndarray
+    recv: np.ndarray
+    label: np.ndarray  # NaN when unknown
+
+    def __len__(self) -> int:
+        return int(self.tick.shape[0])
+
+    def take(self, keep: np.ndarray) -> _Pending:
+        return _Pending(*(a[keep] for a in (self.tick, self.tag, self.value, self.quality, self.recv, self.label)))
+
+    @staticmethod
+    def join(parts: list[_Pending]) -> _Pending:
+        if len(parts) == 1:
+            return parts[0]
+        fields = zip(*((p.tick, p.tag, p.value, p.quality, p.recv, p.label) for p in parts), strict=True)
+        return _Pending(*(np.concatenate(f) for f in fields))
+
+
+def _last_per_key(keys: np.ndarray) -> np.ndarray:
+    """Index of the last occurrence of each distinct key."""
+    _, first_from_end = np.unique(keys[::-1], return_index=True)
+    return keys.shape[0] - 1 - first_from_end
 
 
 class FrameAssembler:
@@ -59,7 +84,7 @@ class FrameAssembler:
         self.too_early = 0
         self.unknown_tag = 0
         self.gaps_skipped = 0
-        self._open: dict[int, _OpenTick] = {}
+        self._pending: list[_Pending] = []  # samples of open ticks, in arrival order
 
     def resume_after(self, last_tick_ts: float) -> None:
         """After a restart: never score a tick again that the snapshot already covered."""
@@ -88,79 +113,71 @@ class FrameAssembler:
         in_horizon = ticks < horizon
         self.too_early += int(np.count_nonzero(keep & on_time & ~in_horizon))
         keep &= on_time & in_horizon
-        if not keep.all():
-            idx = np.flatnonzero(keep)
-            ticks = ticks[idx]
-            tag, value, quality, recv = batch.tag[idx], batch.value[idx], batch.quality[idx], batch.recv_ts[idx]
-            label = batch.label[idx] if batch.label is not None else None
-        else:
-            tag, value, quality, recv, label = batch.tag, batch.value, batch.quality, batch.recv_ts, batch.label
-        if not ticks.size:
+        if not keep.any():
             return
-        # Group by tick (the batch is usually one or a few ticks); the last sample of a tag wins.
-        order = np.argsort(ticks, kind="stable")
-        bounds = np.flatnonzero(np.diff(ticks[order])) + 1
-        for group in np.split(order, bounds):
-            tick = int(ticks[group[0]])
-            slot = self._open.get(tick)
-            if slot is None:
-                slot = self._open[tick] = _OpenTick(self.n_tags)
-            rev = group[::-1]
-            tags_rev = tag[rev]
-            _, first = np.unique(tags_rev, return_index=True)
-            last = rev[first]
-            slot.X[tag[last]] = value[last]
-            slot.Q[tag[last]] = quality[last]
-            if label is not None:
-                known = label[group]
-                known = known[~np.isnan(known)]
-                if known.size:
-                    slot.label = float(known[-1])
-            slot.first_recv = min(slot.first_recv, float(recv[group].min()))
+        label = batch.label if batch.label is not None else np.full(len(batch), np.nan)
+        kept = _Pending(ticks, batch.tag, batch.value, batch.quality, batch.recv_ts, label)
+        self._pending.append(kept if keep.all() else kept.take(keep))
 
     def close(self, watermark: float) -> Frame | None:
         """Close every tick that ends at or before ``watermark``; None if none does."""
-        if self.next_tick is None or (not math.isfinite(watermark) and not self._open):
+        if self.next_tick is None or (not math.isfinite(watermark) and not self._pending):
             return None
+        pending = _Pending.join(self._pending) if self._pending else None
         if math.isfinite(watermark):
             end = math.floor(watermark / self.tick_s)  # ticks below this index are complete
         else:
-            end = max(self._open) + 1  # end of every stream: close all that is open
+            assert pending is not None
+            end = int(pending.tick.max()) + 1  # end of every stream: close all that is open
         if end <= self.next_tick:
             return None
-        ticks = self._ticks_until(end)
+        closing = None
+        self._pending = []
+        if pending is not None:
+            now = pending.tick < end
+            closing = pending if now.all() else pending.take(now)
+            if not now.all():
+                self._pending = [pending.take(~now)]
+        with_data = np.unique(closing.tick) if closing is not None else np.empty(0, dtype=np.int64)
+        ticks = self._ticks_until(with_data, end)
         n = ticks.shape[0]
         X = np.full((n, self.n_tags), np.nan)
         Q = np.zeros((n, self.n_tags), dtype=np.uint8)
         label = np.full(n, np.nan)
         first_recv = np.full(n, np.nan)
-        row_of = {int(t): i for i, t in enumerate(ticks)}
-        for tick in [t for t in self._open if t < end]:
-            slot = self._open.pop(tick)
-            i = row_of[tick]
-            X[i], Q[i], label[i] = slot.X, slot.Q, slot.label
-            first_recv[i] = slot.first_recv
+        if closing is not None and len(closing):
+            row = np.searchsorted(ticks, closing.tick)
+            last = _last_per_key(row.astype(np.int64) * self.n_tags + closing.tag)  # the last sample wins
+            X[row[last], closing.tag[last]] = closing.value[last]
+            Q[row[last], closing.tag[last]] = closing.quality[last]
+            known = np.flatnonzero(~np.isnan(closing.label))
+            if known.size:
+                last_known = known[_last_per_key(row[known])]
+                label[row[last_known]] = closing.label[last_known]
+            earliest = np.full(n, np.inf)
+            np.minimum.at(earliest, row, closing.recv)
+            heard = np.isfinite(earliest)
+            first_recv[heard] = earliest[heard]
         self.next_tick = end
         return Frame(ticks * self.tick_s, X, Q, label, first_recv)
 
-    def _ticks_until(self, end: int) -> np.ndarray:
-        """Tick indices to emit from next_tick up to ``end``: every tick with data, and the
-        empty ticks between them, but at most MAX_GAP_TICKS of any one silence (its start,
-        so that staleness shows when it begins); the rest of a long silence is skipped."""
-        parts = []
-        cur = self.next_tick
-        assert cur is not None
-        for tick in [*sorted(t for t in self._open if t < end), end]:
-            if tick - cur > MAX_GAP_TICKS:
-                parts.append(np.arange(cur, cur + MAX_GAP_TICKS, dtype=np.int64))
-                self.gaps_skipped += 1
-                cur = tick
-            stop = min(tick + 1, end)
-            if stop > cur:
-                parts.append(np.arange(cur, stop, dtype=np.int64))
-                cur = stop
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    def _ticks_until(self, with_data: np.ndarray, end: int) -> np.ndarray:
+        """Tick indices to emit from next_tick up to ``end``: every tick with data (``with_data``,
+        sorted, all below ``end``), and the empty ticks between them, but at most MAX_GAP_TICKS of
+        any one silence (its start, so that staleness shows when it begins); the rest of a long
+        silence is skipped."""
+        assert self.next_tick is not None
+        targets = np.append(with_data, end)  # each silence runs up to a tick with data, or to the end
+        starts = np.empty_like(targets)
+        starts[0] = self.next_tick
+        starts[1:] = with_data + 1
+        silence = targets - starts
+        self.gaps_skipped += int(np.count_nonzero(silence > MAX_GAP_TICKS))
+        empties = np.minimum(silence, MAX_GAP_TICKS)
+        seg = np.repeat(np.arange(empties.shape[0]), empties)
+        offset = np.arange(seg.shape[0], dtype=np.int64) - np.repeat(np.cumsum(empties) - empties, empties)
+        return np.sort(np.concatenate([starts[seg] + offset, with_data]))
 
     @property
     def open_ticks(self) -> int:
-        return len(self._open)
+        return int(np.unique(np.concatenate([p.tick for p in self._pending])).shape[0]) if self._pending else 0
