@@ -99,7 +99,18 @@ class AlertBook:
         active = np.flatnonzero(state)
         firing = np.empty(scores.shape[0], dtype=np.int64)
         n_firing = int(np.count_nonzero(state == FIRING))
-        for i in range(scores.shape[0]):
+        # Rows where some cell reaches the threshold; while no alert is active, the rows between
+        # them change nothing, and a replay block of quiet ticks is skipped in one step.
+        hot_rows = np.flatnonzero((scores >= threshold).reshape(scores.shape[0], -1).any(axis=1))
+        i, n = 0, scores.shape[0]
+        while i < n:
+            if not active.size:
+                k = int(np.searchsorted(hot_rows, i))
+                nxt = int(hot_rows[k]) if k < hot_rows.size else n
+                firing[i:nxt] = n_firing
+                if nxt == n:
+                    break
+                i = nxt
             flat = scores[i].reshape(-1)
             hot = np.flatnonzero(flat >= threshold)
             if hot.size or active.size:
@@ -107,6 +118,7 @@ class AlertBook:
                 n_firing += self._step(float(ts[i]), cells, flat[cells], out)
                 active = np.flatnonzero(state)
             firing[i] = n_firing
+            i += 1
         return out, firing
 
     def _step(self, t: float, cells: np.ndarray, s: np.ndarray, out: list[Transition]) -> int:
