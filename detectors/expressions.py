@@ -6,10 +6,18 @@ parentheses, and the functions ``der(TAG)`` (change per second since the
 previous tick), ``lag(TAG, N)`` (the value N ticks ago), ``avg(EXPR, N)`` (the
 mean over the last N ticks, this one included; N a whole number up to
 ``MAX_LAG``) and ``abs(EXPR)``. A problem is reported with its column.
+
+An invariant comes from a config file, so the parser bounds what a file can ask
+for: at most ``MAX_LENGTH`` characters, ``MAX_NESTING`` levels of brackets,
+functions and signs, a tree at most ``MAX_DEPTH`` deep (the evaluators recurse
+over it), finite numbers, and ``MAX_LAG`` ticks of history in all (windows
+nested in windows add up). Past any bound the file is refused at load, with
+the column, instead of failing in the daemon later.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,8 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_LAG = 3600
+MAX_LENGTH = 2000
+MAX_NESTING = 32
+MAX_DEPTH = 200
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)"
+    r"\s*(?:(?P<num>[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+(?:[eE][-+]?[0-9]+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|\"(?P<quoted>[^\"]+)\"|(?P<op>[-+*/(),]))"
 )
 FUNCTIONS = ("der", "lag", "avg", "abs")
@@ -48,6 +59,8 @@ def _tokens(text: str) -> list[Token]:
     out: list[Token] = []
     pos = 0
     stripped = text.rstrip()
+    if len(stripped) > MAX_LENGTH:
+        raise ExpressionError(f"column {MAX_LENGTH + 1}: longer than {MAX_LENGTH} characters; split the relation")
     while pos < len(stripped):
         m = _TOKEN.match(stripped, pos)
         if m is None or m.end() == pos:
@@ -66,6 +79,7 @@ class _Parser:
         self.i = 0
         self.index = {t: j for j, t in enumerate(tags)}
         self.constants = dict(constants)
+        self.nesting = 0
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -90,7 +104,17 @@ class _Parser:
         tok = self.peek()
         if tok.kind != "end":
             raise self.fail(tok, f"unexpected {tok.text!r} after a complete expression")
+        if _depth(node) > MAX_DEPTH:
+            raise self.fail(self.tokens[0], f"more than {MAX_DEPTH} operations deep; split the relation")
+        if max_lag(node) > MAX_LAG:
+            raise self.fail(self.tokens[0], f"reads {max_lag(node)} ticks of history, more than {MAX_LAG}")
         return node
+
+    def nest(self, tok: Token) -> None:
+        """One more level of brackets, function or sign: bounded, as the parser recurses on each."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.fail(tok, f"nested more than {MAX_NESTING} levels deep")
 
     def expr(self) -> Node:
         node = self.term()
@@ -108,8 +132,10 @@ class _Parser:
 
     def unary(self) -> Node:
         if self.is_op("-"):
-            self.take()
-            return Node("neg", args=(self.unary(),))
+            self.nest(self.take())
+            node = Node("neg", args=(self.unary(),))
+            self.nesting -= 1
+            return node
         return self.atom()
 
     def tag(self) -> int:
@@ -120,33 +146,27 @@ class _Parser:
 
     def ticks(self, function: str) -> int:
         tok = self.take()
-        if tok.kind != "num" or not tok.text.isdigit() or not 1 <= int(tok.text) <= MAX_LAG:
+        if tok.kind != "num" or not _WHOLE.fullmatch(tok.text) or not 1 <= int(tok.text) <= MAX_LAG:
             raise self.fail(tok, f"{function} needs a whole number of ticks from 1 to {MAX_LAG}, not {tok.text!r}")
         return int(tok.text)
 
     def atom(self) -> Node:
         tok = self.take()
         if tok.kind == "num":
-            return Node("num", value=float(tok.text))
+            value = float(tok.text)
+            if not math.isfinite(value):
+                raise self.fail(tok, f"{tok.text[:20]!r} is too large a number")
+            return Node("num", value=value)
         if tok.kind == "op" and tok.text == "(":
+            self.nest(tok)
             node = self.expr()
             self.take(")")
+            self.nesting -= 1
             return node
         if tok.kind == "name" and tok.text in FUNCTIONS and self.is_op("("):
-            self.take("(")
-            if tok.text == "abs":
-                node = Node("abs", args=(self.expr(),))
-            elif tok.text == "der":
-                node = Node("der", tag=self.tag(), lag=1)
-            elif tok.text == "lag":
-                tag = self.tag()
-                self.take(",")
-                node = Node("lag", tag=tag, lag=self.ticks("lag"))
-            else:
-                inner = self.expr()
-                self.take(",")
-                node = Node("avg", lag=self.ticks("avg") - 1, args=(inner,))
-            self.take(")")
+            self.nest(tok)
+            node = self.call(tok)
+            self.nesting -= 1
             return node
         if tok.kind == "name":
             if tok.text in self.constants:
@@ -156,6 +176,24 @@ class _Parser:
             return Node("tag", tag=self.index[tok.text])
         raise self.fail(tok, f"unexpected {tok.text!r}")
 
+    def call(self, tok: Token) -> Node:
+        """``der``, ``lag``, ``avg`` or ``abs`` and its arguments, from the opening bracket on."""
+        self.take("(")
+        if tok.text == "abs":
+            node = Node("abs", args=(self.expr(),))
+        elif tok.text == "der":
+            node = Node("der", tag=self.tag(), lag=1)
+        elif tok.text == "lag":
+            tag = self.tag()
+            self.take(",")
+            node = Node("lag", tag=tag, lag=self.ticks("lag"))
+        else:
+            inner = self.expr()
+            self.take(",")
+            node = Node("avg", lag=self.ticks("avg") - 1, args=(inner,))
+        self.take(")")
+        return node
+
 
 def parse(text: str, tags: Sequence[str], constants: Mapping[str, float] | None = None) -> Node:
     """The expression tree of ``text``, with tag names resolved to columns of ``tags``.
@@ -163,6 +201,19 @@ def parse(text: str, tags: Sequence[str], constants: Mapping[str, float] | None 
     Raises ``ExpressionError`` naming the column of the first problem.
     """
     return _Parser(text, tags, constants or {}).parse()
+
+
+_WHOLE = re.compile(r"[0-9]+")
+
+
+def _depth(root: Node) -> int:
+    """Levels of the tree, counted without recursion (a long sum is a deep left-leaning tree)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((a, level + 1) for a in node.args)
+    return deepest
 
 
 def max_lag(node: Node) -> int:

@@ -82,6 +82,16 @@ def test_a_valid_section_adds_the_invariant_detector_with_its_severity_cap(tmp_p
         ({"name": "a", "expression": "TK101.LEVEL - FT9.FLOW"}, "invariants[1].expression", "column 15: 'FT9.FLOW'"),
         ({"name": "a", "expression": "avg(TK101.LEVEL 30)"}, "invariants[1].expression", "column 17: expected ','"),
         ({"name": "a", "expression": "TK101.LEVEL * 2 +"}, "invariants[1].expression", "column 18: expected more"),
+        (  # refused at load, not a RecursionError in the daemon later
+            {"name": "a", "expression": " + ".join(["TK101.LEVEL"] * 170)},
+            "invariants[1].expression",
+            "longer than 2000 characters",
+        ),
+        (
+            {"name": "a", "expression": "avg(avg(TK101.LEVEL, 3600), 60)"},
+            "invariants[1].expression",
+            "reads 3658 ticks of history",
+        ),
         ({"name": "a", "expression": "TK101.LEVEL", "severity": "page"}, "invariants[1].severity", "warning, critical"),
         ({"name": "tk101_mass_balance", "expression": "TK101.LEVEL"}, "invariants[1].name", "duplicate invariant"),
         (

@@ -84,11 +84,31 @@ def test_arithmetic_precedence_functions_constants_and_quoted_names() -> None:
         ("TK101.LEVEL ** 2", 14),
         ("exec(TK101.LEVEL)", 1),
         ("TK101.LEVEL * AREA", 15),  # no constants given here
+        # What a config file may ask of the parser is bounded, and refused at load past the bound:
+        ("(" * 33 + "TK101.LEVEL" + ")" * 33, 33),  # brackets nested deeper than MAX_NESTING
+        ("-" * 33 + "TK101.LEVEL", 33),  # signs, each a level of recursion too
+        ("abs(" * 33 + "TK101.LEVEL" + ")" * 33, 129),
+        (" + ".join(["1"] * 201), 1),  # a sum 201 deep (MAX_DEPTH 200): the evaluators recurse on it
+        ("TK101.LEVEL + " * 200 + "1", 2001),  # longer than MAX_LENGTH
+        ("avg(avg(TK101.LEVEL, 3600), 3)", 1),  # windows in windows: 3,601 ticks of history
+        ("TK101.LEVEL * 1e999", 15),  # not a finite number
+        ("TK101.LEVEL + \u0661", 15),  # a digit, but not an ASCII one
     ],
 )
 def test_anything_else_is_refused_with_its_column(text: str, column: int) -> None:
     with pytest.raises(ExpressionError, match=rf"^column {column}: "):
         parse(text, TAGS)
+
+
+def test_the_deepest_relation_allowed_is_evaluated_by_both_paths() -> None:
+    """A sum of 200 terms is as deep as a relation may be; both evaluators walk it without running out of stack."""
+    tags = [f"T{i}" for i in range(8)]
+    text = " + ".join(tags[i % 8] for i in range(200))
+    det = InvariantDetector([Invariant(name="wide", expression=text)], tags, TagLimits.unknown(8))
+    X, ts, valid = hostile_stream()
+    blocks = det.run(X[:400], ts[:400], valid[:400])
+    assert np.isfinite(blocks).all()
+    det.score(X[400], float(ts[400]), valid[400])  # the live path compiles the same tree
 
 
 # -- the detector contract ------------------------------------------------------------------------
