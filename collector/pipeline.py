@@ -118,7 +118,7 @@ class Pipeline:
         frame = self.assembler.close(self.watermark(now))
         if frame is None:
             return None
-        scores = self.bank.run(frame.X, frame.ts, frame.valid)
+        scores = self.bank.run(frame.X, frame.ts, frame.valid, frame.Q)
         transitions, firing = self.alerts.update(frame.ts, scores)
         if transitions:
             transitions = self._explained(frame.ts, scores, transitions)

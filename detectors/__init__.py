@@ -13,6 +13,7 @@ from detectors.flatline import FlatlineDetector
 from detectors.iforest import IforestDetector
 from detectors.limits import LimitDetector
 from detectors.pca import PcaDetector
+from detectors.quality import QualityDetector
 from detectors.rate import RateDetector
 from detectors.replay_watch import ReplayWatchDetector
 from detectors.stale import StaleDetector
@@ -26,6 +27,7 @@ DETECTORS: dict[str, type[Detector]] = {
         CusumDetector,
         FlatlineDetector,
         StaleDetector,
+        QualityDetector,
         PcaDetector,
         IforestDetector,
         ReplayWatchDetector,

@@ -33,12 +33,19 @@ class DetectorBank:
         self.protection = protection
         self._rows, self._by_ticks = 0, False  # the last block run took: its ticks, and which path
 
-    def run(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def run(self, X: np.ndarray, ts: np.ndarray, valid: np.ndarray, status: np.ndarray | None = None) -> np.ndarray:
         """Scores of a block of ticks, shape (ticks, detectors, tags), float32.
 
         ``valid`` marks the samples that carry a good value; everything else is
-        treated as missing (the stale detector scores those).
+        treated as missing (the stale detector scores those). ``status``, the
+        samples' ``Quality`` codes (0: none arrived), lets a detector that reads
+        status codes (``reads_status``) count a bad sample that came without a
+        value, such as a Modbus exception response, as arrived.
         """
+        views = [(X, valid)] * len(self.detectors)
+        if status is not None and any(d.reads_status for d in self.detectors):
+            heard = np.where(np.isnan(X) & (status != 0), 0.0, X)
+            views = [(heard, valid) if d.reads_status else (X, valid) for d in self.detectors]
         n = X.shape[0]
         scores = np.empty((n, len(self.detectors), self.n_tags), dtype=np.float32)
         self._rows, self._by_ticks = n, not (self.protection == "own" and n > 1)
@@ -46,23 +53,24 @@ class DetectorBank:
             # Each detector learns from its own scores only, so it can take the block whole:
             # the same numbers as tick by tick, and a multivariate model scores the block at once.
             for j, det in enumerate(self.detectors):
-                scores[:, j] = det.run(X, ts, valid, self.protect_threshold)
+                scores[:, j] = det.run(views[j][0], ts, valid, self.protect_threshold)
             return scores
         worst = np.empty(self.n_tags, dtype=np.float32)
         for i in range(n):
-            x, t, v = X[i], float(ts[i]), valid[i]
+            t, v = float(ts[i]), valid[i]
             row = scores[i]
             if self.protection == "any":
                 for j, det in enumerate(self.detectors):
-                    row[j] = det.score(x, t, v)
+                    row[j] = det.score(views[j][0][i], t, v)
                 np.max(row, axis=0, out=worst)
                 learn = v & (worst < self.protect_threshold)
-                for det in self.detectors:
-                    det.update(x, t, v, learn)
+                for j, det in enumerate(self.detectors):
+                    det.update(views[j][0][i], t, v, learn)
             else:
                 # The float64 score decides, as in the detector's own block path: a score a hair under the
                 # threshold must be learned live exactly as it is in a replay, not rounded to float32 first.
                 for j, det in enumerate(self.detectors):
+                    x = views[j][0][i]
                     s = det.score(x, t, v)
                     row[j] = s
                     det.update(x, t, v, v & (s < self.protect_threshold))

@@ -127,6 +127,10 @@ class Detector(ABC):
     multivariate: ClassVar[bool] = False
     """True for a detector whose tag scores depend on other tags (of its group): the check suite
     then groups tags through the ``group`` parameter and checks independence between groups."""
+    reads_status: ClassVar[bool] = False
+    """True for a detector of status codes: in a bank given the samples' status, a sample that arrived
+    with a status but no value reaches it with a placeholder value (still not valid), so that it can
+    tell "arrived, not good" (a value, not valid) from "nothing arrived" (NaN)."""
     suite_settings: ClassVar[dict[str, float]] = {}
     """Settings the check suite plays this detector with, where its defaults are sized for a real
     plant rather than the suite's short streams (say why in the detector)."""

@@ -20,7 +20,16 @@ import numpy as np
 
 from detectors.base import Detector, TagLimits
 
-FAULT_KINDS: tuple[str, ...] = ("spike", "step", "drift", "freeze", "dropout", "out_of_range", "replay")
+FAULT_KINDS: tuple[str, ...] = (
+    "spike",
+    "step",
+    "drift",
+    "freeze",
+    "dropout",
+    "out_of_range",
+    "replay",
+    "bad_status",
+)
 """Every kind ``fault_stream`` knows."""
 
 T0: float = 1_700_000_000.0
@@ -91,8 +100,10 @@ def fault_stream(kind: str, n_ticks: int = 900, n_tags: int = 8, seed: int = 0) 
     Kinds: ``spike`` (single-tick +25 sd spikes every 15 ticks), ``step``
     (+8 sd), ``drift`` (ramp from 0 to 6 sd across the window), ``freeze``
     (value held at its first value in the window), ``dropout`` (NaN, not
-    valid), ``out_of_range`` (values above the range's ``hi``) and ``replay``
-    (the tag's own samples of ``REPLAY_LAG`` ticks earlier, played back).
+    valid), ``out_of_range`` (values above the range's ``hi``), ``replay``
+    (the tag's own samples of ``REPLAY_LAG`` ticks earlier, played back) and
+    ``bad_status`` (every other sample arrives with a status that is not good:
+    its value is there, but not valid).
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
@@ -139,6 +150,10 @@ def fault_stream(kind: str, n_ticks: int = 900, n_tags: int = 8, seed: int = 0) 
     elif kind == "replay":
         recorded = slice(FAULT_START - REPLAY_LAG, FAULT_STOP - REPLAY_LAG)
         X[w] = X[recorded][:, faulted]
+    elif kind == "bad_status":
+        every_other = np.zeros(n_ticks, dtype=bool)
+        every_other[FAULT_START:FAULT_STOP:2] = True
+        valid[np.ix_(every_other, faulted)] = False
 
     return FaultStream(kind, X, ts, valid, truth, limits, faulted, window)
 

@@ -17,6 +17,7 @@ from detectors.checks import (
     FAULT_KINDS,
     FAULT_START,
     FAULT_STOP,
+    STEP_SD,
     SUITE_GROUP_SIZE,
     T0,
     build,
@@ -127,7 +128,10 @@ def test_fault_stream_shape_and_truth(kind: str) -> None:
     assert s.truth.any()
     assert not s.truth[:, 4:].any(), "clean tags must stay clean"
     assert not s.truth[:FAULT_START].any() and not s.truth[FAULT_STOP:].any()
-    np.testing.assert_array_equal(np.isfinite(s.X), s.valid)
+    if kind == "bad_status":  # a bad status keeps its value: valid samples are finite, not all finite ones valid
+        assert not (s.valid & ~np.isfinite(s.X)).any() and not s.valid[s.truth].all()
+    else:
+        np.testing.assert_array_equal(np.isfinite(s.X), s.valid)
     clean = ~s.truth
     assert (s.X[clean] > s.limits.lo[None, :].repeat(900, 0)[clean]).all()
     assert (s.X[clean] < s.limits.hi[None, :].repeat(900, 0)[clean]).all()
@@ -150,6 +154,9 @@ def test_fault_stream_kinds_do_what_they_say() -> None:
     drift = fault_stream("drift")
     ramp = drift.X[w, :4] - means[:4]
     assert ramp[:20].mean() < 1.0 < 5.0 < ramp[-20:].mean()
+    status = fault_stream("bad_status")
+    assert (~status.valid[w, :4]).mean() == 0.5 and np.isfinite(status.X[w]).all()
+    np.testing.assert_allclose(status.X, base.X - np.where(base.truth, STEP_SD, 0.0), atol=1e-12)  # values untouched
 
 
 def test_fault_stream_is_deterministic_by_seed() -> None:
@@ -315,10 +322,17 @@ def test_scores_bounded_and_finite(cls: type[Detector]) -> None:
 
 @each_detector
 def test_invalid_samples_are_ignored(cls: type[Detector]) -> None:
-    """Whatever value an invalid sample carries (NaN, garbage), the scores are the same."""
+    """Whatever value an invalid sample carries (NaN, garbage), the scores are the same.
+
+    A detector of status codes tells "nothing arrived" (NaN) from "arrived, not good" (a value, not
+    valid): for it, whatever value a bad sample carries, the scores are the same.
+    """
     X, ts, valid, limits = stress_stream(cls)
     as_nan = np.where(valid, X, np.nan)
     as_garbage = np.where(valid, X, 1e9)
+    if cls.reads_status:
+        as_nan = np.where(valid | np.isnan(X), X, -1e9)
+        as_garbage = np.where(valid | np.isnan(X), X, 1e9)
     a = build(cls, limits).run(as_nan, ts, valid)
     b = build(cls, limits).run(as_garbage, ts, valid)
     assert np.array_equal(a, b)
