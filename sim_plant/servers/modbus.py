@@ -21,6 +21,13 @@ data block's ``setValues`` no longer sees the writes):
   any request that reaches the datastore, copies the latest published image
   into the registers being read, and refuses (and records) anything that still
   tries to write, as a second line of defence.
+
+Fault injection: ``ReadFault`` entries in ``ModbusPlantServer.faults`` make the
+simulated device (or the gateway in front of it) answer chosen reads with an
+exception code instead of data, e.g. SERVER DEVICE BUSY (0x06) for a block of
+addresses, or GATEWAY TARGET DEVICE FAILED TO RESPOND (0x0B) for a unit id
+behind the gateway, so a client's handling of those answers can be tested
+against a real server. The list may be changed while the server runs.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ssl
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -69,6 +78,7 @@ _WRITE_REQUESTS: tuple[type[ModbusPDU], ...] = (
 )
 _TABLE_OF_FC = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 4: "input"}
 _TABLE_OF_FC.update({6: "holding", 16: "holding", 22: "holding", 23: "holding"})
+_READ_TABLE_OF_FC = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 
 # The client address of the request being handled: set per request task by _PeerAwareHandler.
 _PEER: contextvars.ContextVar[str] = contextvars.ContextVar("modbus_peer", default="")
@@ -89,6 +99,42 @@ def _write_span(pdu: ModbusPDU) -> tuple[int, int]:
     return pdu.address, max(count, 1)
 
 
+@dataclass(frozen=True)
+class ReadFault:
+    """A read the simulated device refuses with exception ``code``: an injected fault, for tests and demos.
+
+    It matches a read (function code 1-4) addressed to ``unit_id`` (None: the unit the server serves),
+    in ``table`` (None: any table), that touches any address in ``first..last`` (inclusive, in the
+    table's own addressing: registers for holding/input, bits for coil/discrete). A real device says
+    "busy" (0x06) while it is being reconfigured; a gateway says "target failed to respond" (0x0B)
+    when the device behind it is silent; both are answers, never data.
+    """
+
+    code: int
+    unit_id: int | None = None
+    table: str | None = None
+    first: int = 0
+    last: int = 0xFFFF
+
+    def __post_init__(self) -> None:
+        ExcCodes(self.code)  # ValueError for a code Modbus does not define
+        if self.table is not None and self.table not in _READ_TABLE_OF_FC.values():
+            raise ValueError(f"table must be one of {sorted(_READ_TABLE_OF_FC.values())}, not {self.table!r}")
+        if self.unit_id is not None and not 0 <= self.unit_id <= 255:
+            raise ValueError(f"unit_id must be 0..255, not {self.unit_id}")
+
+    def matches(self, unit_id: int, table: str, address: int, count: int, *, served: int) -> bool:
+        """Whether this fault refuses a read of ``count`` items from ``address`` in ``table`` of ``unit_id``.
+
+        ``served`` is the unit id the server serves, which a fault without a ``unit_id`` is about.
+        """
+        if unit_id != (served if self.unit_id is None else self.unit_id):
+            return False
+        if self.table is not None and table != self.table:
+            return False
+        return address <= self.last and address + max(count, 1) - 1 >= self.first
+
+
 class _RejectWrite:
     """Mixin for a write request class: record the attempt, refuse it, leave the datastore alone."""
 
@@ -105,24 +151,25 @@ class _RejectWrite:
 class _PeerAwareHandler(ServerRequestHandler):
     """pymodbus's per-connection handler, telling the write log who the client is.
 
-    It also answers a read for a unit id the server does not serve with the
-    exception GATEWAY PATH UNAVAILABLE (0x0A), as a gateway would, where
+    It also answers a read that an injected ``ReadFault`` matches with that
+    fault's exception, and a read for a unit id the server does not serve with
+    the exception GATEWAY PATH UNAVAILABLE (0x0A), as a gateway would, where
     pymodbus 3.16 would log a KeyError traceback and answer DEVICE FAILURE.
     Writes to any unit id still go to the rejecting request classes, so they
-    are recorded.
+    are recorded. Connections are counted for the plant server as they open.
     """
 
     server: _PlantTcpServer
 
+    def callback_connected(self) -> None:
+        super().callback_connected()
+        self.server.plant._connection_opened(len(self.server.active_connections))
+
     async def handle_request(self) -> None:
         pdu = self.last_pdu
-        if (
-            pdu is not None
-            and pdu.dev_id != self.server.plant_unit_id
-            and pdu.function_code in _TABLE_OF_FC
-            and pdu.function_code not in WRITE_FUNCTION_CODES
-        ):
-            response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_PATH_UNAVIABLE)
+        refusal = self.server.plant._read_refusal(pdu) if pdu is not None else None
+        if pdu is not None and refusal is not None:
+            response = ExceptionResponse(pdu.function_code, refusal)
             response.transaction_id = pdu.transaction_id
             response.dev_id = pdu.dev_id
             self.server_send(response, self.last_addr)
@@ -141,7 +188,7 @@ class _PeerAwareHandler(ServerRequestHandler):
 
 
 class _PlantTcpServer(ModbusTcpServer):
-    plant_unit_id: int
+    plant: ModbusPlantServer
 
     def callback_new_connection(self) -> ServerRequestHandler:
         return _PeerAwareHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
@@ -150,7 +197,7 @@ class _PlantTcpServer(ModbusTcpServer):
 class _PlantTlsServer(ModbusTlsServer):
     """The same server inside TLS (Modbus/TLS framing: MBAP frames, as over TCP)."""
 
-    plant_unit_id: int
+    plant: ModbusPlantServer
 
     def callback_new_connection(self) -> ServerRequestHandler:
         return _PeerAwareHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
@@ -161,6 +208,13 @@ class ModbusPlantServer(PlantServer):
 
     With ``tls`` (a server-side ``ssl.SSLContext``, e.g. from ``certs.server_tls_context``) it speaks
     Modbus/TLS instead, as a device of the Modbus Security protocol does.
+
+    ``faults`` (simulator fault injection, also settable later through the ``faults`` list) makes
+    matching reads get an exception response instead of data: ``ReadFault(6, table="input")`` is a
+    device busy for its input registers, ``ReadFault(11, unit_id=7)`` a gateway whose unit 7 does not
+    answer. ``refusals`` counts the exceptions sent for faults, by code. ``connections`` counts the
+    client connections accepted since the server was made, ``peak_connections`` the most open at once
+    (over restarts: each ``start`` begins with none open), so a test can see how many a client opens.
     """
 
     protocol = "modbus"
@@ -176,8 +230,13 @@ class ModbusPlantServer(PlantServer):
         unit_id: int | None = None,
         word_order: str = "big",
         tls: ssl.SSLContext | None = None,
+        faults: Iterable[ReadFault] = (),
     ) -> None:
         super().__init__(plant_name, tags, writes)
+        self.faults: list[ReadFault] = list(faults)
+        self.refusals: Counter[int] = Counter()
+        self.connections = 0
+        self.peak_connections = 0
         self.host = host
         self.tls = tls
         self._requested_port = port
@@ -227,7 +286,7 @@ class ModbusPlantServer(PlantServer):
                 address=(self.host, self._requested_port),
                 custom_pdu=self._reject_classes(),
             )
-        server.plant_unit_id = self.unit_id
+        server.plant = self
         await server.serve_forever(background=True)
         listener = server.transport
         sockets = getattr(listener, "sockets", None)
@@ -331,6 +390,27 @@ class ModbusPlantServer(PlantServer):
         current_registers[: len(image)] = image
         return None
 
+    def _read_refusal(self, pdu: ModbusPDU) -> ExcCodes | None:
+        """The exception a read gets instead of data: an injected fault's, or 0x0A for a unit id not served.
+
+        None for anything else, writes included (they go on to the rejecting classes, which record them).
+        """
+        table = _READ_TABLE_OF_FC.get(pdu.function_code)
+        if table is None:
+            return None
+        count = int(getattr(pdu, "count", 1) or 1)
+        for fault in self.faults:
+            if fault.matches(pdu.dev_id, table, pdu.address, count, served=self.unit_id):
+                self.refusals[fault.code] += 1
+                return ExcCodes(fault.code)
+        if pdu.dev_id != self.unit_id:
+            return ExcCodes.GATEWAY_PATH_UNAVIABLE
+        return None
+
+    def _connection_opened(self, open_now: int) -> None:
+        self.connections += 1
+        self.peak_connections = max(self.peak_connections, open_now)
+
     def _reject_classes(self) -> list[type[ModbusPDU]]:
         classes: list[type[ModbusPDU]] = []
         for base in _WRITE_REQUESTS:
@@ -343,4 +423,4 @@ class ModbusPlantServer(PlantServer):
         self.writes.record(self.protocol, f"fc{function_code}", _target(table, address, count), _PEER.get())
 
 
-__all__ = ["WRITE_FUNCTION_CODES", "ModbusPlantServer"]
+__all__ = ["WRITE_FUNCTION_CODES", "ModbusPlantServer", "ReadFault"]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 import collector.config as config_module
 from collector.receivers.modbus import ModbusOptions, ModbusReceiver, RegisterSpec
+from collector.receivers.modbus.options import ModbusTlsOptions
 from collector.receivers.replay import ReplayOptions
 from collector.sources import TagConfig
 from tests.conftest import ROOT
@@ -41,6 +42,21 @@ def test_sample_and_readme_document_every_option() -> None:
             assert source["registers"][0][key] == field.get_default(), f"sample.yaml: registers[0].{key}"
     opts = ModbusOptions.model_validate(source)
     assert opts.reconnect_max_s <= 10 and opts.max_registers_per_read == 125
+
+
+def test_sample_shows_every_tls_option_with_its_default() -> None:
+    """tls defaults to null, so a second sample source carries the tls mapping, every key at its default."""
+    readme = (FOLDER / "README.md").read_text()
+    sample = yaml.safe_load((FOLDER / "sample.yaml").read_text())
+    assert [s["kind"] for s in sample] == ["modbus", "modbus"]
+    assert sample[0]["tls"] is None
+    tls = sample[1]["tls"]
+    assert set(tls) == set(ModbusTlsOptions.model_fields), "sample.yaml must show every tls option"
+    for key, field in ModbusTlsOptions.model_fields.items():
+        assert tls[key] == field.get_default(), f"sample.yaml: tls.{key} is not its default"
+        assert field.description and f"`tls.{key}`" in readme, f"README.md does not list tls.{key}"
+    opts = ModbusOptions.model_validate(sample[1])
+    assert opts.tls == ModbusTlsOptions() and opts.tls.verify_hostname
 
 
 def base(**changes: Any) -> dict[str, Any]:

@@ -12,13 +12,14 @@ import time
 
 import numpy as np
 import pytest
+from pymodbus.constants import ExcCodes
 from pymodbus.pdu.register_message import WriteSingleRegisterRequest
 
 from collector.receivers.modbus.receiver import WriteRefused
 from collector.samples import Quality, SampleBatch
 from sim_plant.plants import PLANTS
 from sim_plant.servers.base import WriteLog
-from sim_plant.servers.modbus import ModbusPlantServer
+from sim_plant.servers.modbus import ModbusPlantServer, ReadFault
 from tests.collector.receivers.conftest_modbus import (
     WRITES,
     Running,
@@ -238,6 +239,85 @@ def test_wrong_unit_id_is_gateway_path_unavailable_on_every_read() -> None:
     run_bounded(scenario)
 
 
+def test_device_busy_marks_only_the_busy_block_bad_never_zero_until_it_clears() -> None:
+    """Exception 6 for the input registers: those tags BAD/NaN and counted; the other tables read on."""
+
+    async def scenario() -> None:
+        values = plant_values()
+        async with plant_server(values=values) as server:
+            server.faults.append(ReadFault(ExcCodes.DEVICE_BUSY, table="input"))
+            regs = all_tables(server)
+            names = [r["tag"] for r in regs]
+            busy = {r["tag"] for r in regs if r["table"] == "input"}
+            running = Running(make_receiver(options(server.port, regs)))
+            receiver = running.receiver
+            try:
+                await running.wait_for(lambda: receiver.polls >= 3, 5.0, "three polls while busy")
+                during = await running.wait_for_batch(covers_all(len(regs)), 5.0, "a poll while busy")
+                assert receiver.status.up  # the other reads still give values
+                refused = receiver.status.errors["exception_6"]
+                assert receiver.polls - 1 <= refused <= server.refusals[ExcCodes.DEVICE_BUSY], receiver.polls
+                while_busy = list(running.batches)
+                server.faults.clear()
+                after_busy = await running.wait_for_batch(good_batch(len(regs)), 5.0, "every tag good again")
+            finally:
+                await running.stop()
+            got = as_dict(during, names)
+            for name in names:
+                value, quality = got[name]
+                if name in busy:
+                    assert math.isnan(value) and quality == Quality.BAD, (name, value)
+                else:
+                    assert quality == Quality.GOOD and not math.isnan(value), (name, value)
+            busy_values = np.concatenate([b.value[np.isin(b.tag, [names.index(t) for t in busy])] for b in while_busy])
+            assert busy_values.size and np.isnan(busy_values).all() and (busy_values != 0).all()
+            assert set(receiver.status.errors) == {"exception_6"}, receiver.status.errors
+            assert receiver.status.reconnects == 0 and receiver.connections == 1
+            level = as_dict(after_busy, names)["TK101.LEVEL.input"][0]
+            assert abs(level - values[OIL_INDEX["TK101.LEVEL"]]) <= 0.1, level  # the same register, answered now
+        assert len(WRITES) == 0
+
+    run_bounded(scenario)
+
+
+def test_gateway_target_not_responding_marks_that_unit_bad_while_another_unit_reads_on() -> None:
+    """A gateway answers exception 11 for a silent unit behind it; the unit it reaches is polled as usual."""
+
+    async def scenario() -> None:
+        values = plant_values()
+        async with plant_server(values=values) as gateway:
+            silent_unit = gateway.unit_id + 6
+            gateway.faults.append(ReadFault(ExcCodes.GATEWAY_NO_RESPONSE, unit_id=silent_unit))
+            regs = all_tables(gateway)
+            names = [r["tag"] for r in regs]
+            poll = 0.2
+            live = Running(
+                make_receiver(options(gateway.port, regs, name="live", unit_id=gateway.unit_id, poll_interval_s=poll))
+            )
+            mute = Running(make_receiver(options(gateway.port, regs, name="mute", unit_id=silent_unit), index=1))
+            try:
+                await mute.wait_for(lambda: mute.receiver.polls >= 3, 5.0, "three polls of the silent unit")
+                batch = await live.wait_for_batch(good_batch(len(regs)), 5.0, "good values from the live unit")
+                assert live.receiver.status.up and not mute.receiver.status.up
+            finally:
+                await mute.stop()
+                await live.stop()
+            m = mute.receiver
+            assert set(m.status.errors) == {"exception_11"}, m.status.errors  # not 10: the path exists
+            assert 4 * (m.polls - 1) <= m.status.errors["exception_11"] <= gateway.refusals[11]
+            mute_values = np.concatenate([b.value for b in mute.batches])
+            mute_quality = np.concatenate([b.quality for b in mute.batches])
+            assert mute_values.size and np.isnan(mute_values).all() and (mute_values != 0).all()
+            assert (mute_quality == Quality.BAD).all() and m.status.samples == 0
+            assert not live.receiver.status.errors
+            assert as_dict(batch, names)["TK101.LEVEL.holding"] == (float(np.float32(values[0])), Quality.GOOD)
+            stamps = sorted(float(b.ts.min()) for b in live.batches)
+            assert max(np.diff(stamps)) < poll + 0.3, np.diff(stamps)  # never waits on the silent unit (timeout 1 s)
+        assert len(WRITES) == 0
+
+    run_bounded(scenario)
+
+
 # -- connection faults ---------------------------------------------------------------------------
 
 
@@ -286,6 +366,50 @@ def test_server_restart_down_then_up_within_the_reconnect_cap() -> None:
         finally:
             await running.stop()
             await server.stop()
+        assert len(WRITES) == 0
+
+    run_bounded(scenario)
+
+
+def test_a_restart_storm_never_opens_a_second_connection() -> None:
+    """Six server restarts, some with failed connects in between, some at once: one link at a time, one per start.
+
+    Counted by the server, as it accepts connections: a client that let pymodbus reconnect on its own
+    beside its own retries, or kept a lost link open, would show a second connection or more than one per start.
+    """
+
+    async def scenario() -> None:
+        port = free_port()
+        restarts = 6
+        server = ModbusPlantServer("oil", OIL, WRITES, port=port)
+        await server.start()
+        await server.publish(time.time(), plant_values())
+        regs = [register_spec(e) for e in server.map if e.table in ("holding", "coil")]
+        n = len(regs)
+        running = Running(
+            make_receiver(options(port, regs, poll_interval_s=0.05, reconnect_min_s=0.05, reconnect_max_s=0.2))
+        )
+        receiver = running.receiver
+        try:
+            for restart in range(restarts):
+                await running.wait_for_batch(good_batch(n), 5.0, f"good values before restart {restart}")
+                refused = receiver.status.errors.get("connect", 0)
+                await server.stop()
+                if restart % 2 == 0:  # an outage long enough for connects to be refused
+                    await running.wait_for(
+                        lambda target=refused + 2: receiver.status.errors.get("connect", 0) >= target,
+                        5.0,
+                        "two refused connects",
+                    )
+                await server.start()
+            await running.wait_for_batch(good_batch(n), 5.0, "good values after the last restart")
+        finally:
+            await running.stop()
+            await server.stop()
+        assert server.peak_connections == 1, f"{server.peak_connections} connections open at once"
+        assert server.connections == receiver.connections == restarts + 1, (server.connections, receiver.connections)
+        assert receiver.status.reconnects == restarts
+        assert receiver.status.errors["connect"] >= restarts  # 2 per slow restart
         assert len(WRITES) == 0
 
     run_bounded(scenario)
