@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from collector.sources import ClientTls, Secret, SourceBase, Strict
 
 MAX_PACKET = 268_435_455  # the largest MQTT packet: 256 MiB - 1
+PACKET_OVERHEAD = 65_536 + 1024  # room for the topic and properties of a packet on top of its payload
 
 
 def check_filter(value: str) -> str:
@@ -116,6 +117,10 @@ class MqttOptions(SourceBase):
     max_payload_bytes: Annotated[
         int, Field(ge=1, le=MAX_PACKET, description="Larger payloads are counted (too_large) and dropped.")
     ] = 65536
+    max_packet_bytes: Annotated[
+        int,
+        Field(ge=1, le=MAX_PACKET, description="v5: Maximum Packet Size told to the broker; larger: dropped unseen."),
+    ] = 16 * 1024 * 1024
     queue_max: Annotated[
         int, Field(ge=1, description="Messages held between paho's thread and the pipeline; beyond: overflow.")
     ] = 50_000
@@ -129,6 +134,13 @@ class MqttOptions(SourceBase):
             raise ValueError("a password needs a username")
         if self.queue_max_bytes < self.max_payload_bytes:
             raise ValueError("queue_max_bytes must hold at least one payload of max_payload_bytes")
+        room = min(MAX_PACKET, self.max_payload_bytes + PACKET_OVERHEAD)
+        if self.max_packet_bytes < room:
+            # A ceiling at max_payload_bytes would make the broker drop, uncounted, what must be counted too_large.
+            raise ValueError(
+                f"max_packet_bytes must be at least max_payload_bytes + {PACKET_OVERHEAD} (topic and properties),"
+                f" here {room}, so that oversized payloads reach plantwatch and are counted"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         keys = [tag.source_key for tag in self.tags]

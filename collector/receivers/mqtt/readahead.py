@@ -12,25 +12,31 @@ waiting, so paho neither blocks in ``select`` nor loses the GIL per packet.
 
 The bytes paho sees, and their order, are exactly the socket's: only the
 number of syscalls changes. Everything but ``recv`` and ``pending`` is the
-wrapped socket's own (``send``, ``fileno`` for ``select``, ``close``...).
+wrapped socket's own (``fileno`` for ``select``, ``close``...); ``send`` passes
+through, remembering its failure as ``recv`` does.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 CHUNK = 65_536  # bytes asked of the kernel per recv: a few hundred small messages
+_NOT_YET = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)  # "try again", not a failure
 
 
 class ReadAhead:
     """Wraps a connected (plain or TLS) socket; ``recv(n)`` returns at most ``n`` bytes, as a socket does."""
 
-    __slots__ = ("_buf", "_pos", "_sock")
+    __slots__ = ("_buf", "_pos", "_sock", "error")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        # The last error of a read. paho logs it and reports only "connection lost"; this says why (a TLS alert
+        # from a broker that refuses our certificate is not the same fault as a broker that never answers).
+        self.error: OSError | None = None
 
     @property
     def wrapped(self) -> Any:
@@ -41,13 +47,29 @@ class ReadAhead:
         """Bytes from the buffer; refilled by one ``recv`` when empty (whose errors, and EOF, pass through)."""
         buf, pos = self._buf, self._pos
         if pos >= len(buf):
-            buf = self._sock.recv(max(bufsize, CHUNK))  # BlockingIOError, SSLWantReadError, OSError: as they come
+            try:
+                buf = self._sock.recv(max(bufsize, CHUNK))  # BlockingIOError, SSLWantReadError, OSError: as they come
+            except _NOT_YET:
+                raise
+            except OSError as exc:
+                self.error = exc
+                raise
             if not buf:
                 return buf  # EOF: the connection is closed
             self._buf, pos = buf, 0
         end = pos + bufsize
         self._pos = end if end < len(buf) else len(buf)
         return buf[pos:end]
+
+    def send(self, data: bytes) -> int:
+        """The wrapped socket's ``send``; a failure is remembered as ``error`` (paho reports only its own code)."""
+        try:
+            return self._sock.send(data)
+        except _NOT_YET:
+            raise
+        except OSError as exc:
+            self.error = exc
+            raise
 
     def pending(self) -> int:
         """Bytes readable without a syscall: ours, plus a TLS socket's own decrypted ones."""

@@ -52,7 +52,7 @@ from collector.receivers.mqtt.decode import (
     filter_matcher,
     topic_key,
 )
-from collector.receivers.mqtt.options import MAX_PACKET, MqttOptions, TopicOptions
+from collector.receivers.mqtt.options import MqttOptions, TopicOptions
 from collector.receivers.mqtt.readahead import ReadAhead
 from collector.samples import Quality, SampleBatch
 
@@ -61,7 +61,6 @@ ROUTE_CACHE_MAX = 65_536  # topic -> route entries before the cache starts over
 POLL_S = 0.05  # the asyncio side takes the buffer this often (latency <= 50 ms, a tick is ~1 s)
 WAKE_AT = 1000  # ... or as soon as this many messages (or half of queue_max) wait, so bursts come in big batches
 READ_BURST = 256  # packets paho parses from the read-ahead between two loop() calls (keepalive, writes)
-PACKET_OVERHEAD = 65_536 + 1024  # topic and properties on top of the payload, for v5 Maximum Packet Size
 
 
 # Fields of a hand-off item (topic, payload, dup, recv_ts), taken column by column from a burst.
@@ -106,6 +105,7 @@ class MqttReceiver(Receiver):
         self._attempt = 0
         self._connack = False  # a CONNACK (accepting or refusing) came for the current attempt
         self._stopping = False
+        self._reader: ReadAhead | None = None  # the read-ahead under the current connection's socket
         # -- asyncio side only --
         self._routes: dict[str, TopicOptions | None] = {}
         self._matchers = [(route, filter_matcher(route.filter)) for route in options.topics]
@@ -417,6 +417,7 @@ class MqttReceiver(Receiver):
             context.verify_mode = ssl.CERT_REQUIRED
             client.tls_set_context(context)
             client.tls_insecure_set(not tls.verify_hostname)
+        client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -428,8 +429,9 @@ class MqttReceiver(Receiver):
             return None
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0 if self.options.clean_start else self.options.session_expiry_s
-        # Bounded memory: the broker drops, rather than sends, messages far above max_payload_bytes.
-        props.MaximumPacketSize = min(MAX_PACKET, self.options.max_payload_bytes + PACKET_OVERHEAD)
+        # A hard memory ceiling far above max_payload_bytes: what lies between the two reaches _on_message and is
+        # counted too_large; only what lies beyond is dropped by the broker without our seeing it.
+        props.MaximumPacketSize = self.options.max_packet_bytes
         return props
 
     def _backoff(self) -> float:
@@ -460,6 +462,7 @@ class MqttReceiver(Receiver):
                 kwargs: dict[str, Any] = {"keepalive": opts.keepalive_s, "properties": self._connect_properties()}
                 if opts.protocol == "v5":
                     kwargs["clean_start"] = opts.clean_start
+                self._reader = None
                 client.connect(opts.host, opts.port, **kwargs)
             except (OSError, ValueError) as exc:
                 kind = "tls" if isinstance(exc, ssl.SSLError) else "connect"
@@ -476,15 +479,14 @@ class MqttReceiver(Receiver):
                 self._stop.wait(self._backoff())
                 continue
             self._connack = False
-            reader = self._read_ahead(client)
+            reader = self._reader
             self.read_ahead = reader is not None
             while not self._stop.is_set() and self._pump(client, reader) == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 pass
             if self._stop.is_set():
                 break
-            if not self._connack:  # the broker took the TCP connection but never answered CONNECT
-                self._count("no_connack")
-                self._log_once("no_connack", "the MQTT broker did not answer CONNECT", source=self.name)
+            if not self._connack:
+                self._no_connack(reader)
             self._mark_down()
             self._stop.wait(self._backoff())
         if client is not None:
@@ -499,11 +501,28 @@ class MqttReceiver(Receiver):
                 client._sock_close()
         self._mark_down()
 
+    def _no_connack(self, reader: ReadAhead | None) -> None:
+        """The connection ended before a CONNACK: a TLS refusal, or a broker that took the TCP connection and hung."""
+        error = reader.error if reader is not None else None
+        if isinstance(error, ssl.SSLError):  # TLS 1.3: the broker rejects our certificate after the handshake
+            self._count("tls")
+            self._log_once(
+                f"tls:{type(error).__name__}",
+                "cannot connect to the MQTT broker",
+                source=self.name,
+                broker=f"{self.options.host}:{self.options.port}",
+                error=str(error),
+            )
+            return
+        self._count("no_connack")
+        self._log_once("no_connack", "the MQTT broker did not answer CONNECT", source=self.name)
+
     @staticmethod
     def _read_ahead(client: mqtt.Client) -> ReadAhead | None:
         """Put a read-ahead buffer under paho's connected socket (paho keeps it in ``_sock``; see readahead.py).
 
-        Done right after CONNECT is sent and before anything is read, so no byte can be in the wrong place.
+        Done when paho has opened the socket (and made the TLS handshake), before CONNECT is sent and anything
+        is read, so no byte can be in the wrong place, and a failure to send CONNECT is seen with its cause.
         Returns None (paho reads its own socket, only slower) if a paho version keeps its socket elsewhere.
         """
         sock = getattr(client, "_sock", None)
@@ -534,6 +553,9 @@ class MqttReceiver(Receiver):
             self._wake_up()
 
     # -- paho callbacks (network thread) -----------------------------------------------------------
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._reader = self._read_ahead(client)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connack = True

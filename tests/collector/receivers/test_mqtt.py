@@ -144,6 +144,62 @@ def test_malformed_payloads_counted_by_kind_logged_once_and_stream_goes_on(
     run(scenario)
 
 
+@pytest.mark.parametrize("protocol", ["v5", "v311"])
+def test_huge_message_is_counted_too_large_and_the_stream_goes_on(broker_factory: BrokerFactory, protocol: str) -> None:
+    """500 KB against max_payload_bytes 1 KiB: far too large, yet under the v5 ceiling, so it is seen and counted."""
+    broker = broker_factory()
+    level = "plantwatch/oil/tank_farm/TK101.LEVEL"
+
+    async def scenario() -> None:
+        receiver = make_receiver(options(broker, protocol=protocol, max_payload_bytes=1024, queue_max_bytes=65536))
+        running = Running(receiver)
+        pub = RawPublisher(broker)
+        try:
+            await running.subscribed()
+            pub.publish(level, b'{"value": 1.0, "ts": 5, "pad": "' + b"x" * 500_000 + b'"}')
+            t = time.time()
+            pub.publish(level, f'{{"value": 4.5, "ts": {t}}}')
+            await running.until(lambda: len(running.samples()) >= 1, what="the message after the huge one")
+            await running.until(lambda: receiver.status.errors["too_large"] >= 1, 5, "too_large counted")
+            assert running.samples() == [(OIL_INDEX["TK101.LEVEL"], 4.5, t, Quality.GOOD)]
+            assert dict(receiver.status.errors) == {"too_large": 1}
+            assert receiver.buffered_bytes_high_water < 1024  # never held
+            assert receiver.status.up and receiver.status.reconnects == 0
+        finally:
+            pub.close()
+            await running.stop()
+
+    run(scenario)
+
+
+def test_beyond_max_packet_bytes_the_broker_drops_the_message_and_the_stream_goes_on(
+    broker_factory: BrokerFactory,
+) -> None:
+    """v5: the Maximum Packet Size bounds memory; a larger message never reaches plantwatch (mosquitto logs it)."""
+    broker = broker_factory()
+    level = "plantwatch/oil/tank_farm/TK101.LEVEL"
+
+    async def scenario() -> None:
+        opts = options(broker, max_payload_bytes=1024, max_packet_bytes=200_000, client_id="pw-ceiling")
+        receiver = make_receiver(opts)
+        running = Running(receiver)
+        pub = RawPublisher(broker)
+        try:
+            await running.subscribed()
+            pub.publish(level, b'{"value": 1.0, "ts": 5, "pad": "' + b"x" * 500_000 + b'"}')
+            t = time.time()
+            pub.publish(level, f'{{"value": 4.5, "ts": {t}}}')
+            await running.until(lambda: len(running.samples()) >= 1, what="the message after the huge one")
+            assert running.samples() == [(OIL_INDEX["TK101.LEVEL"], 4.5, t, Quality.GOOD)]
+            assert not receiver.status.errors, receiver.status.errors
+        finally:
+            pub.close()
+            await running.stop()
+        assert "Dropping too large outgoing PUBLISH for pw-ceiling" in broker.log()
+
+    run(scenario)
+
+
 def test_redelivered_duplicates_are_not_counted_twice(broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
     topic = "plantwatch/oil/tank_farm/TK101.LEVEL"
@@ -171,15 +227,17 @@ def test_redelivered_duplicates_are_not_counted_twice(broker_factory: BrokerFact
     run(scenario)
 
 
+@pytest.mark.parametrize("protocol", ["v5", "v311"])
 def test_broker_restart_reconnects_and_delivers_what_was_published_while_away(
-    broker_factory: BrokerFactory,
+    broker_factory: BrokerFactory, protocol: str
 ) -> None:
     """Persistent session: QoS 1 messages published while the source is disconnected arrive after it reconnects."""
     broker = broker_factory(persistence=True)
 
     async def scenario() -> None:
         # the first retry comes 2-4 s after the loss: time to restart the broker and publish meanwhile
-        receiver = make_receiver(options(broker, reconnect_min_s=4.0, reconnect_max_s=4.0, session_expiry_s=300))
+        opts = options(broker, protocol=protocol, reconnect_min_s=4.0, reconnect_max_s=4.0, session_expiry_s=300)
+        receiver = make_receiver(opts)
         running = Running(receiver)
         values = plant_values()
         t0 = time.time()
@@ -228,6 +286,40 @@ def test_broker_restart_reconnects_and_delivers_what_was_published_while_away(
             await running.stop()
 
     run(scenario, 90)
+
+
+@pytest.mark.parametrize("protocol", ["v5", "v311"])
+def test_daemon_away_then_back_with_the_same_client_id_gets_what_was_published_meanwhile(
+    broker_factory: BrokerFactory, protocol: str
+) -> None:
+    """The receiver stops (a daemon restart) and starts again: the broker kept its session and queued QoS 1 messages."""
+    broker = broker_factory()
+    level = "plantwatch/oil/tank_farm/TK101.LEVEL"
+    opts = options(broker, protocol=protocol, client_id=f"pw-away-{protocol}")
+
+    async def scenario() -> None:
+        first = Running(make_receiver(opts))
+        pub = RawPublisher(broker)
+        try:
+            await first.subscribed()
+        finally:
+            await first.stop()  # a normal DISCONNECT: the session stays
+        try:
+            t = time.time()
+            for k in range(3):
+                pub.publish(level, f'{{"value": {k}.5, "ts": {t + k}}}')  # acknowledged: queued for the session
+            receiver = make_receiver(opts)
+            second = Running(receiver)
+            try:
+                await second.until(lambda: len(second.samples()) >= 3, what="what was published while away")
+                assert [s[1:3] for s in second.samples()] == [(k + 0.5, t + k) for k in range(3)]
+                assert not receiver.status.errors, receiver.status.errors
+            finally:
+                await second.stop()
+        finally:
+            pub.close()
+
+    run(scenario)
 
 
 def test_flood_with_a_tiny_queue_overflows_counted_memory_bounded_and_alive(broker_factory: BrokerFactory) -> None:
@@ -313,7 +405,9 @@ def test_read_only_acl_works_and_the_broker_sees_no_publish(broker_factory: Brok
     run(scenario)
 
 
-def test_wrong_password_is_refused_counted_and_retried_under_backoff(broker_factory: BrokerFactory) -> None:
+def test_wrong_password_is_refused_counted_logged_once_and_retried_under_backoff(
+    broker_factory: BrokerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = broker_factory(users={"reader": "r-pass"})
 
     async def scenario() -> None:
@@ -333,7 +427,14 @@ def test_wrong_password_is_refused_counted_and_retried_under_backoff(broker_fact
         finally:
             await running.stop()
 
-    run(scenario)
+    with caplog.at_level(logging.WARNING, logger="test.mqtt"):
+        run(scenario)
+    refused = [r for r in caplog.records if r.getMessage().startswith("the MQTT broker refused the connection")]
+    assert len(refused) == 1, [r.getMessage() for r in caplog.records]  # once, though refused several times
+    record = refused[0]
+    assert record.kind.startswith("refused_") and record.source == "oil-mqtt", record.__dict__
+    assert re.search(r"user name or password|not authori[sz]ed", record.reason, re.IGNORECASE), record.reason
+    assert "wrong" not in caplog.text and "r-pass" not in caplog.text  # no password in the logs
 
 
 def test_tls_verifies_the_broker_certificate_and_its_name(broker_factory: BrokerFactory, tmp_path: Path) -> None:
@@ -378,5 +479,46 @@ def test_tls_verifies_the_broker_certificate_and_its_name(broker_factory: Broker
         up, errors = await attempt(wrong_name, ca_file=str(ca.cert), verify_hostname=False)  # explicitly allowed
         assert up and not errors, errors
         assert "connection_lost" not in errors
+
+    run(scenario)
+
+
+def test_tls_client_certificate_required_by_the_broker(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """A broker that requires a client certificate: with ours data flows; without, refused, counted, retried slowly."""
+    ca = make_tls_ca(tmp_path, "plant-ca")
+    server = make_tls_cert(tmp_path, "broker", ca, hostnames=[], ips=["127.0.0.1"])
+    client = make_tls_cert(tmp_path, "plantwatch", ca, hostnames=["plantwatch"], ips=[], client=True)
+    broker = broker_factory(
+        extra=f"cafile {ca.cert}\ncertfile {server.cert}\nkeyfile {server.key}\nrequire_certificate true"
+    )
+    with_cert = {"ca_file": str(ca.cert), "cert_file": str(client.cert), "key_file": str(client.key)}
+
+    async def scenario() -> None:
+        receiver = make_receiver(options(broker, tls={"ca_file": str(ca.cert)}, reconnect_min_s=0.5))
+        running = Running(receiver)
+        started = time.monotonic()
+        try:
+            await running.until(lambda: receiver.status.errors.total() >= 3, 15, "three refusals")
+            took = time.monotonic() - started
+            assert set(receiver.status.errors) == {"tls"}, receiver.status.errors  # whichever TLS 1.3 alert path
+            assert not receiver.status.up and not receiver.subscribed.is_set() and not running.task.done()
+            assert took >= 0.25 + 0.5, f"three attempts in {took:.2f} s: not backing off"  # two delays, jittered
+        finally:
+            await running.stop()
+
+        receiver = make_receiver(options(broker, tls=with_cert))
+        running = Running(receiver)
+        try:
+            await running.subscribed()
+            t = time.time()
+            args = [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(broker.port), "--cafile", str(ca.cert)]
+            args += ["--cert", str(client.cert), "--key", str(client.key), "-q", "1"]
+            args += ["-t", "plantwatch/oil/tank_farm/TK101.LEVEL", "-m", f'{{"value": 3.25, "ts": {t}}}']
+            subprocess.run(args, check=True, timeout=10, capture_output=True)
+            await running.until(lambda: len(running.samples()) == 1, what="a sample over TLS")
+            assert running.samples()[0][1:3] == (3.25, t)
+            assert receiver.status.up and not receiver.status.errors, receiver.status.errors
+        finally:
+            await running.stop()
 
     run(scenario)

@@ -52,8 +52,10 @@ def test_sample_yaml_and_readme_document_every_option() -> None:
     readme = (FOLDER / "README.md").read_text()
     for field in (*MqttOptions.model_fields, *TopicOptions.model_fields, *TlsOptions.model_fields):
         assert f"`{field}`" in readme, f"README.md does not list {field}"
-    for field in TlsOptions.model_fields:
-        assert f"{field}:" in text, f"sample.yaml does not show tls.{field}"
+    tls = [source["tls"] for source in sample if source.get("tls") is not None]  # the TLS source's mapping
+    assert tls and set(tls[0]) == set(TlsOptions.model_fields), "sample.yaml does not show every tls option"
+    assert TlsOptions.model_validate(tls[0]) == TlsOptions(), "sample.yaml: a tls option is not its default"
+    assert [MqttOptions.model_validate(source).kind for source in sample] == ["mqtt"] * len(sample)
     assert MqttReceiver.kind == "mqtt" and MqttReceiver.live and MqttReceiver.options_model is MqttOptions
 
 
@@ -70,6 +72,7 @@ def test_sample_yaml_and_readme_document_every_option() -> None:
         (base(password="x"), "a password needs a username"),
         (base(reconnect_min_s=5, reconnect_max_s=1), "reconnect_max_s must be at least reconnect_min_s"),
         (base(queue_max_bytes=10), "queue_max_bytes must hold at least one payload"),
+        (base(max_packet_bytes=65536), "max_packet_bytes must be at least max_payload_bytes + 66560"),
         (base(protocol="v3"), "'v5' or 'v311'"),
         (base(qos=3), "Input should be 0, 1 or 2"),
         (base(port=0), "greater than or equal to 1"),
@@ -95,6 +98,7 @@ def test_option_defaults_and_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     receiver = make_receiver(opts)
     props = receiver._connect_properties()
     assert props is not None and props.SessionExpiryInterval == 3600
+    assert props.MaximumPacketSize == 16 * 1024 * 1024  # a memory ceiling, far above max_payload_bytes
     # the backoff grows, is capped by reconnect_max_s, and is jittered (never the same every time)
     delays = [receiver._backoff() for _ in range(40)]
     assert delays[0] <= 0.5 and max(delays) <= 10.0 and min(delays[10:]) >= 5.0
