@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from collector.config import load_config
 from collector.replay import ReplayResult, replay
@@ -82,3 +83,21 @@ def test_scenario_is_scored_against_its_own_steps(path: Path, scored: Callable[[
         assert not false, f"false alerts outside the attack windows: {false}"
         assert card.event_precision == 1.0 and card.event_recall == 1.0
         assert np.isfinite(card.normal_hours) and card.normal_hours > 0
+
+
+def test_a_config_that_only_lists_tags_gets_a_multivariate_model_that_catches_an_attack(tmp_path: Path) -> None:
+    """No ``detectors`` section at all: PCA is on by default, one model per source, and once past its
+    warm-up (1,200 ticks, hence the lead-in) it is among the detectors that catch a throttled export valve."""
+    doc = yaml.safe_load((ROOT / "config" / "oil.yaml").read_text())
+    for section in ("detectors", "invariants", "alerting"):
+        doc.pop(section)
+    doc["state_dir"] = str(tmp_path / "state")
+    config = tmp_path / "tags_only.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path = ROOT / "sim_plant" / "scenarios" / "oil" / "valve_close.yaml"
+    scenario = load_scenario(path).delayed(1500)
+    recording = record_scenario(scenario, tmp_path / "valve_close.csv", seed=0)
+    result = replay(load_config(config), recording, tmp_path / "out", progress=False)  # steps from its labels
+    assert result.scorecard is not None
+    (step,) = result.scorecard.steps
+    assert step.detected and "pca" in step.detectors, step
