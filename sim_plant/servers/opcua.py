@@ -11,7 +11,8 @@ AnalogItemType; status tags are Boolean. Setpoints are variables of their own,
 like every other tag. ``publish(ts, values)`` sets every value with
 SourceTimestamp ``ts`` and status Good, or ``bad_status`` (BadSensorFailure by
 default) and no value when the value is NaN. Before the first publish the
-variables read BadWaitingForInitialData. A row is written ``PUBLISH_CHUNK``
+variables read BadWaitingForInitialData (asyncua serves every Bad status
+without a value, as the standard asks). A row is written ``PUBLISH_CHUNK``
 values at a time with a yield to the event loop in between: asyncua's writes
 never suspend, and with clients subscribed a 10k-tag row would otherwise hold
 the server's loop for seconds, a hang of the simulator's own making. A row of
@@ -61,6 +62,7 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession
+from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 from asyncua.server.user_managers import UserManager
 
 from sim_plant.catalog import TagSpec
@@ -144,6 +146,30 @@ class _SessionDecides(PermissionRuleset):
         return True
 
 
+class _StandardDeadband(MonitoredItemService):
+    """asyncua's monitored items of one subscription, with the deadband applied as the standard says.
+
+    A data change filter's deadband filters value changes only; a status change is always reported
+    (OPC 10000-4, 7.22.2). asyncua applies it to every change by subtracting the old value from the new,
+    and stores any Bad value as a Null Variant: a deadband item raised on every change from or to Bad
+    (so received nothing once published after BadWaitingForInitialData or a NaN), and a Bad-to-Good
+    change within the deadband would have been dropped. A real server reports both.
+    """
+
+    def _is_deadband_exceeded(self, values: MonitoredItemValues, flt: ua.DataChangeFilter) -> bool:
+        old = values.get_old_datavalue()
+        cur = values.get_current_datavalue()
+        if old is None or cur is None or old.StatusCode != cur.StatusCode:
+            return True
+        if not (_is_number(old.Value) and _is_number(cur.Value)):
+            return True  # no value (Bad) or not a number: the deadband does not apply
+        return super()._is_deadband_exceeded(values, flt)
+
+
+def _is_number(variant: ua.Variant | None) -> bool:
+    return variant is not None and isinstance(variant.Value, int | float)
+
+
 class _GuardedSession(InternalSession):
     """An external client's session: reads as usual; writes, calls and node management recorded and refused."""
 
@@ -167,6 +193,18 @@ class _GuardedSession(InternalSession):
             log.warning("refused a session on an unsecured channel from %s", _peer(self.name))
             raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         return super().activate_session(params, peer_certificate)
+
+    async def create_subscription(
+        self,
+        params: ua.CreateSubscriptionParameters,
+        callback: Any,
+        request_callback: Any = None,
+    ) -> ua.CreateSubscriptionResult:
+        result = await super().create_subscription(params, callback, request_callback=request_callback)
+        # Swapped before the client can create any monitored item in it (that takes another request).
+        sub = self.subscription_service.subscriptions[result.SubscriptionId]
+        sub.monitored_item_srv = _StandardDeadband(sub, self.aspace)
+        return result
 
     async def write(self, params: ua.WriteParameters) -> list[ua.StatusCode]:
         n = self._record("Write", (item.NodeId for item in params.NodesToWrite))

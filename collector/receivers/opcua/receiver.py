@@ -148,8 +148,10 @@ class OpcUaReceiver(Receiver):
         self._labels = keys
         self._columns = np.array([context.tag_index[k] for k in keys], dtype=np.int32)
         n = len(keys)
-        self._last_src = np.full(n, np.nan)  # last source timestamp per tag: republished values are dropped
-        self._last_code = np.zeros(n, dtype=np.int64)
+        # Per tag, the time of the last value accepted and the statuses accepted at that time: what a
+        # republished (repeated) Publish response is recognised by, see ``_seen``.
+        self._last_ts: list[float] = [-math.inf] * n
+        self._last_codes: list[tuple[int, ...]] = [()] * n
         self._warn_once = LogOnce(context.log)
         self._rng = random.Random()
         self._pinned: bytes | None = None  # trust-on-first-use: the certificate seen first, for this run
@@ -561,6 +563,27 @@ class OpcUaReceiver(Receiver):
         self.status.samples += k
         self.status.last_sample_time = now
 
+    def _seen(self, i: int, ts: float, code: int) -> bool:
+        """Whether tag ``i`` already had this value; if not, it becomes the tag's last.
+
+        A Publish response carries up to ``queue_size`` values per item, oldest first, and may arrive
+        again (a republish, the initial values of a re-created subscription), so a repeat is recognised
+        by time, not only against the last value: older than the last accepted value, or at the same time
+        with a status already accepted at that time. ``ts`` is the source timestamp, else the server's.
+        """
+        last = self._last_ts[i]
+        if ts < last:
+            return True
+        if ts == last:
+            codes = self._last_codes[i]
+            if code in codes:
+                return True
+            self._last_codes[i] = (*codes, code)
+            return False
+        self._last_ts[i] = ts
+        self._last_codes[i] = (code,)
+        return False
+
     def _convert(self, i: int, dv: ua.DataValue | None, now: float) -> tuple[float, float, int] | None:
         if dv is None:
             self.status.count_error("malformed")
@@ -568,18 +591,14 @@ class OpcUaReceiver(Receiver):
             return None
         status = dv.StatusCode
         code = status.value if status is not None else 0
-        src = epoch(dv.SourceTimestamp)
-        if not math.isnan(src):
-            if src == self._last_src[i] and code == self._last_code[i]:
-                self.duplicates += 1  # republished or re-sent initial value: already counted
-                return None
-            self._last_src[i] = src
-            self._last_code[i] = code
-            ts = src
-        else:
+        ts = epoch(dv.SourceTimestamp)
+        if math.isnan(ts):
             ts = epoch(dv.ServerTimestamp)
-            if math.isnan(ts):
-                ts = now
+        if math.isnan(ts):
+            ts = now  # no time at all: a repeat cannot be told from a new value, so it is taken as new
+        elif self._seen(i, ts, code):
+            self.duplicates += 1  # republished or re-sent initial value: already counted
+            return None
         quality = quality_of(status)
         raw: Any = dv.Value.Value if dv.Value is not None else None
         if quality == Quality.BAD:

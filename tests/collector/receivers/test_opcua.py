@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from collector.samples import Quality
 from sim_plant.servers.base import WriteLog
-from sim_plant.servers.opcua import OpcUaPlantServer
+from sim_plant.servers.opcua import ALL_SECURE, OpcUaPlantServer
 from tests.collector.receivers.conftest_opcua import (
     NAMES,
     OIL,
@@ -35,6 +36,8 @@ from tests.conftest import ROOT, free_port
 from tests.sim_plant.opcua.conftest import Served, serving
 
 USER, PASSWORD = "operator", "s3cret-Pa55"
+POLICIES = ["Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"]
+MODES = ["Sign", "SignAndEncrypt"]
 
 
 @pytest.fixture(scope="module")
@@ -148,23 +151,34 @@ def test_unknown_node_is_counted_and_does_not_stop_the_others(caplog: pytest.Log
         assert len(s.writes) == 0
 
 
-def test_secure_source_reads_over_basic256sha256_sign_and_encrypt(pki: Pki) -> None:
-    with serving(
-        "oil", security=("Basic256Sha256_SignAndEncrypt",), certificate=pki.server.cert, private_key=pki.server.key
-    ) as s:
-        security = client_security(pki.client, pki.server.cert)
-        opts = options(s.endpoint, oil_tags(s.node_id), security=security)
+@pytest.fixture(scope="module")
+def secure_server(pki: Pki) -> Iterator[Served]:
+    """One server offering every secure policy and mode (and not None), shared by the secure read tests."""
+    with serving("oil", security=ALL_SECURE, certificate=pki.server.cert, private_key=pki.server.key) as s:
+        yield s
 
-        async def scenario() -> None:
-            async with running(opts) as run:
-                await run.until(lambda: run.status.up, 20, "up")
-                t0 = float(int(time.time()))
-                await publish(s, t0, scan())
-                await run.until(lambda: int((run.samples()[2] == t0).sum()) >= len(NAMES), 10, "the scan")
-                assert run.status.errors == {}
 
-        bounded(scenario())
-        assert len(s.writes) == 0
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_secure_source_reads_over_every_policy_and_mode(
+    secure_server: Served, pki: Pki, policy: str, mode: str
+) -> None:
+    s = secure_server
+    writes_before = len(s.writes)
+    security = client_security(pki.client, pki.server.cert, mode=mode, policy=policy)
+    opts = options(s.endpoint, oil_tags(s.node_id), security=security)
+
+    async def scenario() -> None:
+        async with running(opts) as run:
+            await run.until(lambda: run.status.up, 20, "up")  # up only on a channel of this very policy and mode
+            # a scan time of its own (eighths of a second apart), since the server's last values are shared
+            t0 = float(int(time.time())) + (2 * POLICIES.index(policy) + MODES.index(mode)) / 8
+            await publish(s, t0, scan())
+            await run.until(lambda: int((run.samples()[2] == t0).sum()) >= len(NAMES), 10, "the scan")
+            assert run.status.errors == {}
+
+    bounded(scenario())
+    assert len(s.writes) == writes_before
 
 
 def test_secure_source_refuses_a_server_offering_only_none(pki: Pki) -> None:
@@ -373,3 +387,58 @@ def test_sigstopped_server_is_detected_within_the_watchdog_and_recovers() -> Non
             proc.kill()
             out, _ = proc.communicate(timeout=5)
     assert "write attempts by clients: 0 " in out, out[-500:]
+
+
+def test_deadband_drops_a_move_inside_it_and_delivers_one_outside() -> None:
+    deadband = 5.0
+    level, flow = NAMES.index("TK101.LEVEL"), NAMES.index("FT101.FLOW_IN")
+    assert level < flow  # written in this order by one publish, so the level would come first if it came at all
+    with serving("oil") as s:
+        opts = options(s.endpoint, oil_tags(s.node_id), deadband_abs=deadband)
+
+        async def scenario() -> None:
+            async with running(opts) as run:
+                await run.until(lambda: run.status.up, 15, "up")  # subscribed before the first publish
+                t0 = float(int(time.time()))
+                row = scan()
+                await publish(s, t0, row)  # every tag leaves BadWaitingForInitialData: reported, whatever the move
+                await run.until(lambda: int((run.samples()[2] == t0).sum()) >= len(NAMES), 10, "the first scan")
+                moved = row.copy()
+                moved[level] += deadband / 2
+                moved[flow] += deadband * 2
+                await publish(s, t0 + 1, moved)
+                await run.until(lambda: bool((run.samples()[2] == t0 + 1).any()), 10, "the move outside")
+                tag, value, ts, _ = run.samples()
+                at = ts == t0 + 1
+                assert tag[at].tolist() == [flow] and value[at].tolist() == [moved[flow]]
+                assert run.status.errors == {}
+
+        bounded(scenario())
+        assert len(s.writes) == 0
+
+
+def test_numeric_node_ids_of_namespace_0_deliver_values() -> None:
+    with serving("oil") as s:
+        tags = [
+            {"name": "SERVICE_LEVEL", "column": "i=2267"},  # Server.ServiceLevel, a Byte: 255 is full service
+            {"name": "SERVER_STATE", "column": "ns=0;i=2259"},  # Server.ServerStatus.State, an Int32: 0 is Running
+            {"name": NAMES[0], "column": s.node_id(NAMES[0])},
+        ]
+        opts = options(s.endpoint, tags)
+
+        async def scenario() -> None:
+            async with running(opts) as run:
+                await run.until(lambda: run.status.up, 15, "up")
+
+                def both_good() -> bool:
+                    tag, _, _, q = run.samples()
+                    return {0, 1} <= set(tag[q == Quality.GOOD].tolist())
+
+                await run.until(both_good, 10, "a good value of each numeric node")
+                tag, value, _, q = run.samples()
+                assert set(value[(tag == 0) & (q == Quality.GOOD)].tolist()) == {255.0}
+                assert set(value[(tag == 1) & (q == Quality.GOOD)].tolist()) == {0.0}
+                assert run.status.errors == {}
+
+        bounded(scenario())
+        assert len(s.writes) == 0

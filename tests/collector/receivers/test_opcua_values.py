@@ -98,12 +98,15 @@ def test_any_data_value_is_a_sample_or_a_counted_drop(
 ) -> None:
     rx, queue = make_receiver()
     notes = [ua.MonitoredItemNotification(ClientHandle=h, Value=v) for h, v in items]
-    message = ua.NotificationMessage(
-        SequenceNumber=1, NotificationData=[ua.DataChangeNotification(MonitoredItems=notes)]
-    )
-    publishes = 2 if repeat else 1  # a republished response: its values must not count twice
-    for _ in range(publishes):
-        rx._on_publish(ua.PublishResult(SubscriptionId=1, NotificationMessage=message))  # must not raise
+    result = publish_result(notes)
+    rx._on_publish(result)  # must not raise
+    first = (rx.status.samples, rx.status.errors["malformed"])
+    if repeat:  # the same response again (a republish): only items without any time can count twice
+        rx._on_publish(result)
+        timeless = [v for h, v in items if 1 <= h <= N_TAGS and (v is None or not _timed(v))]
+        assert rx.status.samples - first[0] == sum(_kept(v) for v in timeless)
+        assert rx.status.errors["malformed"] - first[1] == sum(not _kept(v) for v in timeless)
+    publishes = 2 if repeat else 1
     batches = queue.drain()
     samples = sum(len(b) for b in batches)
     errors = rx.status.errors
@@ -129,6 +132,12 @@ def test_any_data_value_is_a_sample_or_a_counted_drop(
             assert q == {0: Quality.GOOD, 1: Quality.UNCERTAIN}.get(code >> 30, Quality.BAD)
 
 
+def _timed(v: ua.DataValue) -> bool:
+    """Whether the value carries a usable time (source or server, after 1970-01-02): what repeats are told by."""
+    stamps = (v.SourceTimestamp, v.ServerTimestamp)
+    return any(t is not None and t.replace(tzinfo=t.tzinfo or UTC).timestamp() >= 86400.0 for t in stamps)
+
+
 def _kept(v: ua.DataValue | None) -> bool:
     """Whether the receiver keeps this item (ignoring duplicates): what the docs promise, restated."""
     if v is None:
@@ -137,6 +146,44 @@ def _kept(v: ua.DataValue | None) -> bool:
     number = isinstance(raw, bool | int | float)
     code = v.StatusCode.value if v.StatusCode is not None else 0
     return number or (code >> 30) >= 2
+
+
+def publish_result(notes: list[ua.MonitoredItemNotification]) -> ua.PublishResult:
+    message = ua.NotificationMessage(
+        SequenceNumber=1, NotificationData=[ua.DataChangeNotification(MonitoredItems=notes)]
+    )
+    return ua.PublishResult(SubscriptionId=1, NotificationMessage=message)
+
+
+def at(
+    seconds: float, value: float | None = None, code: int = ua.StatusCodes.Good, source: bool = True
+) -> ua.DataValue:
+    """A value stamped ``seconds`` after 2026-01-01, by the source (else by the server only)."""
+    stamp = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    stamps = {"SourceTimestamp": stamp} if source else {"ServerTimestamp": stamp}
+    return ua.DataValue(ua.Variant(value), StatusCode=ua.StatusCode(code), **stamps)
+
+
+def test_a_republished_response_with_queued_values_counts_once() -> None:
+    rx, queue = make_receiver()
+    notes = [
+        ua.MonitoredItemNotification(ClientHandle=1, Value=at(1, 1.0)),  # two queued values of T0
+        ua.MonitoredItemNotification(ClientHandle=1, Value=at(2, 2.0)),
+        ua.MonitoredItemNotification(ClientHandle=2, Value=at(1, 5.0)),  # T1 good, then bad at the same time
+        ua.MonitoredItemNotification(ClientHandle=2, Value=at(1, code=ua.StatusCodes.BadSensorFailure)),
+        ua.MonitoredItemNotification(ClientHandle=3, Value=at(1, 7.0, source=False)),  # server time only
+        ua.MonitoredItemNotification(ClientHandle=3, Value=at(3, 8.0, source=False)),
+    ]
+    for _ in range(2):
+        rx._on_publish(publish_result(notes))
+    assert rx.status.samples == 6
+    assert rx.duplicates == 6
+    tag = np.concatenate([b.tag for b in queue.drain()])
+    assert sorted(tag.tolist()) == [100, 100, 101, 101, 102, 102]
+    # a newer value still comes, an older one late does not
+    rx._on_publish(publish_result([ua.MonitoredItemNotification(ClientHandle=1, Value=at(3, 3.0))]))
+    rx._on_publish(publish_result([ua.MonitoredItemNotification(ClientHandle=1, Value=at(1.5, 9.0))]))
+    assert (rx.status.samples, rx.duplicates) == (7, 7)
 
 
 def test_huge_integers_become_infinite_not_an_exception() -> None:

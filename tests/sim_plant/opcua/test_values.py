@@ -138,3 +138,36 @@ def test_subscription_delivers_each_change() -> None:
             else:
                 assert dv.StatusCode.is_good() and dv.Value.Value == served_form(i, row[i])
     assert len(served.writes) == 0  # publishing and subscribing are not writes
+
+
+def test_deadband_filters_value_moves_only_and_reports_every_status_change() -> None:
+    """A deadband item subscribed before the first publish: a move inside the deadband is not reported,
+    a change of status always is (OPC 10000-4, 7.22.2), also back to Good within the deadband after a NaN."""
+    deadband = 5.0
+    base = rows(1)[0]
+    level_at = [base[LEVEL], math.nan, base[LEVEL] + 0.1, base[LEVEL] + 0.2, base[LEVEL] + 10.0]
+    with serving("oil") as served:
+        node_id = served.node_id("TK101.LEVEL")
+
+        async def scenario() -> list[ua.DataValue]:
+            handler = Collector()
+            async with Client(served.endpoint) as client:
+                sub = await client.create_subscription(50, handler)
+                await sub.deadband_monitor(client.get_node(node_id), deadband)
+                await wait_for(lambda: len(handler.seen[node_id]) == 1)  # BadWaitingForInitialData
+                for k, level in enumerate(level_at):
+                    row = base.copy()
+                    row[LEVEL] = level
+                    await asyncio.to_thread(served.publish, 1000.0 + k, row)
+                last = datetime.fromtimestamp(1000.0 + len(level_at) - 1, UTC)
+                await wait_for(lambda: handler.seen[node_id][-1].SourceTimestamp == last)
+                await sub.delete()
+            return handler.seen[node_id]
+
+        seen = run(scenario())
+
+    assert seen[0].StatusCode == ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+    stamps = [dv.SourceTimestamp.timestamp() for dv in seen[1:]]
+    assert stamps == [1000.0, 1001.0, 1002.0, 1004.0]  # 1003 moved 0.1: inside the deadband
+    assert [dv.StatusCode.is_good() for dv in seen[1:]] == [True, False, True, True]
+    assert [dv.Value.Value for dv in seen[1:] if dv.StatusCode.is_good()] == [level_at[0], level_at[2], level_at[4]]
