@@ -465,15 +465,7 @@ class MqttReceiver(Receiver):
                 self._reader = None
                 client.connect(opts.host, opts.port, **kwargs)
             except (OSError, ValueError) as exc:
-                kind = "tls" if isinstance(exc, ssl.SSLError) else "connect"
-                self._count(kind)
-                self._log_once(
-                    f"{kind}:{type(exc).__name__}",
-                    "cannot connect to the MQTT broker",
-                    source=self.name,
-                    broker=f"{opts.host}:{opts.port}",
-                    error=str(exc),
-                )
+                self._cannot_connect("tls" if isinstance(exc, ssl.SSLError) else "connect", exc)
                 with contextlib.suppress(Exception):
                     client._sock_close()  # release the half-open socket now
                 self._stop.wait(self._backoff())
@@ -501,18 +493,22 @@ class MqttReceiver(Receiver):
                 client._sock_close()
         self._mark_down()
 
+    def _cannot_connect(self, kind: str, error: Exception) -> None:
+        """Count a failed connection by kind and log it once per kind and exception type."""
+        self._count(kind)
+        self._log_once(
+            f"{kind}:{type(error).__name__}",
+            "cannot connect to the MQTT broker",
+            source=self.name,
+            broker=f"{self.options.host}:{self.options.port}",
+            error=str(error),
+        )
+
     def _no_connack(self, reader: ReadAhead | None) -> None:
         """The connection ended before a CONNACK: a TLS refusal, or a broker that took the TCP connection and hung."""
         error = reader.error if reader is not None else None
         if isinstance(error, ssl.SSLError):  # TLS 1.3: the broker rejects our certificate after the handshake
-            self._count("tls")
-            self._log_once(
-                f"tls:{type(error).__name__}",
-                "cannot connect to the MQTT broker",
-                source=self.name,
-                broker=f"{self.options.host}:{self.options.port}",
-                error=str(error),
-            )
+            self._cannot_connect("tls", error)
             return
         self._count("no_connack")
         self._log_once("no_connack", "the MQTT broker did not answer CONNECT", source=self.name)

@@ -144,24 +144,29 @@ def test_malformed_payloads_counted_by_kind_logged_once_and_stream_goes_on(
     run(scenario)
 
 
+async def huge_then_small(running: Running, pub: RawPublisher) -> None:
+    """A 500 KB message on the level's topic, then a small one, which must arrive as the only sample."""
+    level = "plantwatch/oil/tank_farm/TK101.LEVEL"
+    await running.subscribed()
+    pub.publish(level, b'{"value": 1.0, "ts": 5, "pad": "' + b"x" * 500_000 + b'"}')
+    t = time.time()
+    pub.publish(level, f'{{"value": 4.5, "ts": {t}}}')
+    await running.until(lambda: len(running.samples()) >= 1, what="the message after the huge one")
+    assert running.samples() == [(OIL_INDEX["TK101.LEVEL"], 4.5, t, Quality.GOOD)]
+
+
 @pytest.mark.parametrize("protocol", ["v5", "v311"])
 def test_huge_message_is_counted_too_large_and_the_stream_goes_on(broker_factory: BrokerFactory, protocol: str) -> None:
     """500 KB against max_payload_bytes 1 KiB: far too large, yet under the v5 ceiling, so it is seen and counted."""
     broker = broker_factory()
-    level = "plantwatch/oil/tank_farm/TK101.LEVEL"
 
     async def scenario() -> None:
         receiver = make_receiver(options(broker, protocol=protocol, max_payload_bytes=1024, queue_max_bytes=65536))
         running = Running(receiver)
         pub = RawPublisher(broker)
         try:
-            await running.subscribed()
-            pub.publish(level, b'{"value": 1.0, "ts": 5, "pad": "' + b"x" * 500_000 + b'"}')
-            t = time.time()
-            pub.publish(level, f'{{"value": 4.5, "ts": {t}}}')
-            await running.until(lambda: len(running.samples()) >= 1, what="the message after the huge one")
+            await huge_then_small(running, pub)
             await running.until(lambda: receiver.status.errors["too_large"] >= 1, 5, "too_large counted")
-            assert running.samples() == [(OIL_INDEX["TK101.LEVEL"], 4.5, t, Quality.GOOD)]
             assert dict(receiver.status.errors) == {"too_large": 1}
             assert receiver.buffered_bytes_high_water < 1024  # never held
             assert receiver.status.up and receiver.status.reconnects == 0
@@ -177,7 +182,6 @@ def test_beyond_max_packet_bytes_the_broker_drops_the_message_and_the_stream_goe
 ) -> None:
     """v5: the Maximum Packet Size bounds memory; a larger message never reaches plantwatch (mosquitto logs it)."""
     broker = broker_factory()
-    level = "plantwatch/oil/tank_farm/TK101.LEVEL"
 
     async def scenario() -> None:
         opts = options(broker, max_payload_bytes=1024, max_packet_bytes=200_000, client_id="pw-ceiling")
@@ -185,12 +189,7 @@ def test_beyond_max_packet_bytes_the_broker_drops_the_message_and_the_stream_goe
         running = Running(receiver)
         pub = RawPublisher(broker)
         try:
-            await running.subscribed()
-            pub.publish(level, b'{"value": 1.0, "ts": 5, "pad": "' + b"x" * 500_000 + b'"}')
-            t = time.time()
-            pub.publish(level, f'{{"value": 4.5, "ts": {t}}}')
-            await running.until(lambda: len(running.samples()) >= 1, what="the message after the huge one")
-            assert running.samples() == [(OIL_INDEX["TK101.LEVEL"], 4.5, t, Quality.GOOD)]
+            await huge_then_small(running, pub)
             assert not receiver.status.errors, receiver.status.errors
         finally:
             pub.close()
