@@ -55,30 +55,21 @@ class QualityDetector(Detector):
     def _shares(self, X: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """The share after each row of the block, carrying on from ``bad_share``.
 
-        ``lfilter`` runs ``share = a bad + (1 - a) share`` row after row, so a block gives the same
-        bits as its ticks one by one; a tag with no sample in a row keeps its share through it.
+        Every tag must have a sample in every row of the block or in none (a single tick always
+        qualifies; ``_run_block`` splits other blocks into ticks). ``lfilter`` runs
+        ``share = a bad + (1 - a) share`` row after row, so a block gives the same bits as its ticks
+        one by one; a tag with no sample keeps its share.
         """
         from scipy.signal import lfilter  # here, not at import: scipy.signal costs a second at every CLI start
 
-        arrived = ~np.isnan(X)
-        bad = (arrived & ~valid).astype(np.float64)
-        out = np.empty(X.shape)
-        whole = arrived.all(axis=0)
+        arrived = ~np.isnan(X[0])
+        out = np.broadcast_to(self.bad_share, X.shape).copy()
         for a in np.unique(self._alpha):
-            same = self._alpha == a
-            cols = np.flatnonzero(same & whole)
+            cols = np.flatnonzero((self._alpha == a) & arrived)
             if cols.size:
+                bad = (~valid[:, cols]).astype(np.float64)
                 zi = ((1.0 - a) * self.bad_share[cols])[None]
-                out[:, cols] = lfilter([a], [1.0, a - 1.0], bad[:, cols], axis=0, zi=zi)[0]
-            for col in np.flatnonzero(same & ~whole):  # only tags with a hole in this block
-                rows = np.flatnonzero(arrived[:, col])
-                share = np.full(X.shape[0], self.bad_share[col])
-                if rows.size:
-                    zi = np.array([(1.0 - a) * self.bad_share[col]])
-                    share[rows] = lfilter([a], [1.0, a - 1.0], bad[rows, col], zi=zi)[0]
-                    last = np.maximum.accumulate(np.where(arrived[:, col], np.arange(X.shape[0]), -1))
-                    share = np.where(last >= 0, share[np.maximum(last, 0)], self.bad_share[col])
-                out[:, col] = share
+                out[:, cols] = lfilter([a], [1.0, a - 1.0], bad, axis=0, zi=zi)[0]
         return out
 
     def _scores(self, shares: np.ndarray) -> np.ndarray:
@@ -89,7 +80,13 @@ class QualityDetector(Detector):
         """A whole block at once: the share is the only state, and it follows every sample, flagged or not."""
         if X.shape[0] == 0:
             return np.zeros(X.shape)
-        shares = self._shares(X, valid)
+        arrived = ~np.isnan(X)
+        if (arrived == arrived[0]).all():  # each tag sampled in every row or in none: one filter pass
+            shares = self._shares(X, valid)
+        else:  # samples coming and going (report by exception): tick by tick, each across all tags
+            shares = np.empty(X.shape)
+            for i in range(X.shape[0]):
+                shares[i] = self.bad_share = self._shares(X[i : i + 1], valid[i : i + 1])[0]
         self.bad_share = shares[-1].copy()
         return self._scores(shares)
 
