@@ -42,10 +42,10 @@ class DetectorBank:
         status codes (``reads_status``) count a bad sample that came without a
         value, such as a Modbus exception response, as arrived.
         """
-        views = [(X, valid)] * len(self.detectors)
+        inputs = [X] * len(self.detectors)  # what each detector reads as values
         if status is not None and any(d.reads_status for d in self.detectors):
             heard = np.where(np.isnan(X) & (status != 0), 0.0, X)
-            views = [(heard, valid) if d.reads_status else (X, valid) for d in self.detectors]
+            inputs = [heard if d.reads_status else X for d in self.detectors]
         n = X.shape[0]
         scores = np.empty((n, len(self.detectors), self.n_tags), dtype=np.float32)
         self._rows, self._by_ticks = n, not (self.protection == "own" and n > 1)
@@ -53,7 +53,7 @@ class DetectorBank:
             # Each detector learns from its own scores only, so it can take the block whole:
             # the same numbers as tick by tick, and a multivariate model scores the block at once.
             for j, det in enumerate(self.detectors):
-                scores[:, j] = det.run(views[j][0], ts, valid, self.protect_threshold)
+                scores[:, j] = det.run(inputs[j], ts, valid, self.protect_threshold)
             return scores
         worst = np.empty(self.n_tags, dtype=np.float32)
         for i in range(n):
@@ -61,16 +61,16 @@ class DetectorBank:
             row = scores[i]
             if self.protection == "any":
                 for j, det in enumerate(self.detectors):
-                    row[j] = det.score(views[j][0][i], t, v)
+                    row[j] = det.score(inputs[j][i], t, v)
                 np.max(row, axis=0, out=worst)
                 learn = v & (worst < self.protect_threshold)
                 for j, det in enumerate(self.detectors):
-                    det.update(views[j][0][i], t, v, learn)
+                    det.update(inputs[j][i], t, v, learn)
             else:
                 # The float64 score decides, as in the detector's own block path: a score a hair under the
                 # threshold must be learned live exactly as it is in a replay, not rounded to float32 first.
                 for j, det in enumerate(self.detectors):
-                    x = views[j][0][i]
+                    x = inputs[j][i]
                     s = det.score(x, t, v)
                     row[j] = s
                     det.update(x, t, v, v & (s < self.protect_threshold))

@@ -106,8 +106,9 @@ class _Parser:
             raise self.fail(tok, f"unexpected {tok.text!r} after a complete expression")
         if _depth(node) > MAX_DEPTH:
             raise self.fail(self.tokens[0], f"more than {MAX_DEPTH} operations deep; split the relation")
-        if max_lag(node) > MAX_LAG:
-            raise self.fail(self.tokens[0], f"reads {max_lag(node)} ticks of history, more than {MAX_LAG}")
+        history = max_lag(node)
+        if history > MAX_LAG:
+            raise self.fail(self.tokens[0], f"reads {history} ticks of history, more than {MAX_LAG}")
         return node
 
     def nest(self, tok: Token) -> None:
